@@ -1,0 +1,32 @@
+"""Builds the REST application: the whole surface in one route table."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from api import context, health, rest
+from api.middleware import authentication, error_mapping, request_context
+from shared.resources import Resources
+
+
+def build_app(res: Resources) -> web.Application:
+    app = web.Application(
+        middlewares=[request_context, error_mapping, authentication],
+        client_max_size=1024 * 1024,  # JSON bodies; uploads stream past this limit
+    )
+    app[context.RESOURCES] = res
+    app.router.add_routes(
+        [
+            web.get("/healthz", health.healthz),
+            web.get("/readyz", health.readyz),
+            web.get("/metrics", health.metrics),
+            web.post("/v1/files", rest.upload_file),
+            web.get("/v1/files", rest.list_files),
+            web.get("/v1/files/{file_id}", rest.get_file),
+            web.delete("/v1/files/{file_id}", rest.delete_file),
+            web.get("/v1/files/{file_id}/content", rest.file_content),
+            web.post("/v1/files/{file_id}/public-url", rest.create_public_url),
+            web.post("/v1/files/{file_id}/public-url/revoke", rest.revoke_public_url),
+        ]
+    )
+    return app

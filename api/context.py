@@ -1,0 +1,24 @@
+"""Typed application and request state shared by the REST handlers."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from shared.resources import Resources
+from shared.teams import Team
+
+RESOURCES = web.AppKey("resources", Resources)
+_TEAM = "filecdn.team"
+
+
+def resources(request: web.Request) -> Resources:
+    return request.app[RESOURCES]
+
+
+def team(request: web.Request) -> Team:
+    found: Team = request[_TEAM]
+    return found
+
+
+def set_team(request: web.Request, value: Team) -> None:
+    request[_TEAM] = value

@@ -1,0 +1,341 @@
+"""gRPC `xai_api.Files` for the official xai-sdk: parse the messages, call the domain, shape
+the answer. The servicer and messages are the SDK's own generated code (no copied .proto);
+the rules live in `shared/` and are the ones REST calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import time
+import uuid
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Coroutine
+from datetime import datetime
+from typing import Any, NoReturn, TypeVar
+
+import grpc
+import structlog
+from xai_sdk.proto import files_pb2, files_pb2_grpc
+
+from api import grpc_errors
+from shared import files, public_urls, teams
+from shared.errors import InvalidArgument, Unavailable
+from shared.resources import Resources
+from shared.settings import Settings
+
+log = structlog.get_logger("api.grpc")
+
+MiB = 1024 * 1024
+# The SDK allows 20 MiB messages both ways (its upload chunks are 3 MiB); match it.
+MAX_MESSAGE_BYTES = 20 * MiB
+# RetrieveFileContent chunk size: the proto allows up to 5 MB, the SDK uploads 3 MiB.
+CONTENT_CHUNK = 3 * MiB
+_S3_READ = 256 * 1024
+# `limit` 0 is proto3's "unset": the contract's default, as REST without `limit`.
+DEFAULT_LIMIT = 100
+
+_SORT_BY = {
+    files_pb2.FILES_SORT_BY_CREATED_AT: "created_at",
+    files_pb2.FILES_SORT_BY_FILENAME: "filename",
+    files_pb2.FILES_SORT_BY_SIZE: "size",
+}
+_ORDER = {files_pb2.ASCENDING: "asc", files_pb2.DESCENDING: "desc"}
+_FORMAT = {
+    files_pb2.DOWNLOAD_FORMAT_UNKNOWN: None,
+    files_pb2.DOWNLOAD_FORMAT_ORIGINAL: "original",
+    files_pb2.DOWNLOAD_FORMAT_TEXT: "text",
+}
+
+S = TypeVar("S", bound="FilesService")
+UnaryHandler = Callable[[S, Any, Any], Coroutine[Any, Any, Any]]
+StreamHandler = Callable[[S, Any, Any], AsyncIterator[Any]]
+
+
+# --- messages -------------------------------------------------------------------------------
+
+
+def set_time(field: Any, ts: datetime) -> None:
+    """Fill a Timestamp field (which marks it present) in whole seconds, like REST's times."""
+    field.FromSeconds(int(ts.timestamp()))
+
+
+def file_message(f: files.StoredFile, settings: Settings) -> Any:
+    """The `File` message; optional fields are set only when they have a value."""
+    msg = files_pb2.File(id=f.id, filename=f.filename, size=f.size)
+    set_time(msg.created_at, f.created_at)
+    if f.expires_at is not None:
+        set_time(msg.expires_at, f.expires_at)
+    url = f.public_url(settings)
+    if url:
+        msg.public_url = url
+        if f.url_expires_at is not None:
+            set_time(msg.public_url_expires_at, f.url_expires_at)
+    return msg
+
+
+def list_query(request: Any) -> files.ListQuery:
+    """ListFilesRequest -> ListQuery. Proto3 cannot leave `order` unset: 0 is ascending."""
+    if request.limit < 0:
+        raise InvalidArgument(f"limit must not be negative, got {request.limit}")
+    if request.order not in _ORDER:
+        raise InvalidArgument(f"order must be ASCENDING or DESCENDING, got {request.order}")
+    sort_by = "created_at"
+    if request.HasField("sort_by"):
+        if request.sort_by not in _SORT_BY:
+            raise InvalidArgument(f"sort_by must be a FilesSortBy value, got {request.sort_by}")
+        sort_by = _SORT_BY[request.sort_by]
+    token = request.pagination_token if request.HasField("pagination_token") else ""
+    flt = request.filter if request.HasField("filter") else ""
+    return files.ListQuery(
+        limit=request.limit or DEFAULT_LIMIT,
+        order=_ORDER[request.order],  # type: ignore[arg-type]
+        sort_by=sort_by,  # type: ignore[arg-type]
+        filter=flt or None,
+        pagination_token=token or None,
+    )
+
+
+def download_format(request: Any) -> str | None:
+    if not request.HasField("format"):
+        return None
+    if request.format not in _FORMAT:
+        raise InvalidArgument(f"format must be ORIGINAL or TEXT, got {request.format}")
+    return _FORMAT[request.format]
+
+
+def bearer_key(context: Any) -> str | None:
+    """The key from `authorization: Bearer <key>` metadata, as REST reads its header."""
+    for key, value in context.invocation_metadata() or ():
+        if key == "authorization":
+            scheme, _, token = str(value).partition(" ")
+            return token.strip() if scheme.lower() == "bearer" else None
+    return None
+
+
+# --- one log line per RPC, errors mapped once -----------------------------------------------
+
+
+def _request_id(context: Any) -> str:
+    for key, value in context.invocation_metadata() or ():
+        if key == "x-request-id":
+            return str(value)[:64]
+    return uuid.uuid4().hex
+
+
+class _Call:
+    """Times one RPC, binds its request id, and turns an exception into its status."""
+
+    def __init__(self, method: str, context: Any) -> None:
+        self.method = method
+        self.context = context
+        self.code = grpc.StatusCode.OK
+        self.started = time.perf_counter()
+        structlog.contextvars.bind_contextvars(request_id=_request_id(context))
+
+    async def fail(self, exc: Exception) -> NoReturn:
+        self.code, details = grpc_errors.status_for(exc)
+        await self.context.abort(self.code, details)
+        raise AssertionError("context.abort always raises")
+
+    def done(self) -> None:
+        log.info(
+            "rpc",
+            method=self.method,
+            code=self.code.name,
+            ms=round((time.perf_counter() - self.started) * 1000, 1),
+        )
+        structlog.contextvars.unbind_contextvars("request_id")
+
+
+def unary(fn: UnaryHandler[S]) -> UnaryHandler[S]:
+    @functools.wraps(fn)
+    async def handler(self: S, request: Any, context: Any) -> Any:
+        call = _Call(fn.__name__, context)
+        try:
+            return await fn(self, request, context)
+        except asyncio.CancelledError:
+            call.code = grpc.StatusCode.CANCELLED
+            raise
+        except grpc.aio.AbortError:
+            raise
+        except Exception as exc:
+            await call.fail(exc)
+        finally:
+            call.done()
+
+    return handler
+
+
+def server_stream(fn: StreamHandler[S]) -> StreamHandler[S]:
+    # An async generator itself, so that grpc.aio serves it as a response stream.
+    @functools.wraps(fn)
+    async def handler(self: S, request: Any, context: Any) -> AsyncIterator[Any]:
+        call = _Call(fn.__name__, context)
+        try:
+            async for item in fn(self, request, context):
+                yield item
+        except asyncio.CancelledError:
+            call.code = grpc.StatusCode.CANCELLED
+            raise
+        except grpc.aio.AbortError:
+            raise
+        except Exception as exc:
+            await call.fail(exc)
+        finally:
+            call.done()
+
+    return handler
+
+
+class _ClientGone(Exception):
+    """The client cancelled an upload; nobody is left to answer."""
+
+
+def _settle(task: asyncio.Task[Any]) -> None:
+    """Mark a finished upload's outcome as seen: after a cancel, nobody awaits it."""
+    if not task.cancelled():
+        task.exception()  # retrieved: no "exception was never retrieved" noise
+
+
+# --- the service ----------------------------------------------------------------------------
+
+
+class FilesService(files_pb2_grpc.FilesServicer):  # type: ignore[misc]
+    """The seven RPCs of `xai_api.Files`; every one authenticates first."""
+
+    def __init__(self, res: Resources) -> None:
+        self.res = res
+        self._uploads: set[asyncio.Task[files.StoredFile]] = set()
+
+    async def _team(self, context: Any) -> teams.Team:
+        return await teams.authenticate(self.res.db, bearer_key(context))
+
+    @unary
+    async def UploadFile(self, request_iterator: AsyncIterable[Any], context: Any) -> Any:
+        team = await self._team(context)
+        # grpc.aio ends the request stream (as if complete) and then cancels this task when
+        # the client cancels. A cancelled S3 call can leave a multipart upload open, so the
+        # upload runs in its own task, which is never cancelled, and aborts if we are.
+        gone = asyncio.Event()
+        receiving = asyncio.create_task(self._receive_upload(team, request_iterator, gone))
+        self._uploads.add(receiving)  # a strong reference until it ends
+        receiving.add_done_callback(self._uploads.discard)
+        receiving.add_done_callback(_settle)
+        try:
+            stored = await asyncio.shield(receiving)
+        except asyncio.CancelledError:
+            gone.set()
+            raise
+        return file_message(stored, self.res.settings)
+
+    async def _receive_upload(
+        self, team: teams.Team, chunks: AsyncIterable[Any], gone: asyncio.Event
+    ) -> files.StoredFile:
+        """One init, then data: streamed to S3; committed only if the client is still there."""
+        upload: files.Upload | None = None
+        expires_after: int | None = None
+        try:
+            async for chunk in chunks:
+                kind = chunk.WhichOneof("chunk")
+                if kind == "init":
+                    if upload is not None:
+                        raise InvalidArgument("an upload takes exactly one init message")
+                    init = chunk.init
+                    if init.HasField("expires_after"):
+                        # Fail before any bytes are streamed for nothing.
+                        expires_after = files.check_expires_after(
+                            self.res.settings, init.expires_after
+                        )
+                    upload = files.Upload(self.res, team, init.name)
+                elif kind == "data":
+                    if upload is None:
+                        raise InvalidArgument("the first message of an upload must be init")
+                    await upload.write(chunk.data)
+                else:
+                    raise InvalidArgument("an upload message must carry init or data")
+            if upload is None:
+                raise InvalidArgument("an upload must start with an init message")
+            await upload.finish_bytes()
+            if gone.is_set():  # the stream only looked complete: the client cancelled it
+                raise _ClientGone
+            return await upload.commit(expires_after=expires_after)
+        finally:
+            if upload is not None:
+                await upload.abort()  # a no-op once committed
+
+    @unary
+    async def ListFiles(self, request: Any, context: Any) -> Any:
+        team = await self._team(context)
+        page = await files.list_files(self.res, team, list_query(request))
+        out = files_pb2.ListFilesResponse(
+            data=[file_message(f, self.res.settings) for f in page.files]
+        )
+        if page.next_token is not None:  # as REST: with every non-empty page
+            out.pagination_token = page.next_token
+        return out
+
+    @unary
+    async def RetrieveFile(self, request: Any, context: Any) -> Any:
+        team = await self._team(context)
+        stored = await files.get_file(self.res, team, request.file_id)
+        return file_message(stored, self.res.settings)
+
+    @unary
+    async def DeleteFile(self, request: Any, context: Any) -> Any:
+        team = await self._team(context)
+        await files.delete_file(self.res, team, request.file_id)
+        return files_pb2.DeleteFileResponse(id=request.file_id, deleted=True)
+
+    @server_stream
+    async def RetrieveFileContent(self, request: Any, context: Any) -> AsyncIterator[Any]:
+        team = await self._team(context)
+        fmt = download_format(request)
+        stored = await files.content_file(self.res, team, request.file_id, fmt)
+        async with self.res.storage.open(stored.object_key) as src:
+            if src.status != 200:
+                raise Unavailable(f"storage answered {src.status}")
+            buf = bytearray()
+            async for data in src.content.iter_chunked(_S3_READ):
+                buf += data
+                if len(buf) >= CONTENT_CHUNK:
+                    yield files_pb2.FileContentChunk(data=bytes(buf[:CONTENT_CHUNK]))
+                    del buf[:CONTENT_CHUNK]
+            if buf:
+                yield files_pb2.FileContentChunk(data=bytes(buf))
+
+    @unary
+    async def CreatePublicUrl(self, request: Any, context: Any) -> Any:
+        team = await self._team(context)
+        expires_after = request.expires_after if request.HasField("expires_after") else None
+        created = await public_urls.create(self.res, team, request.file_id, expires_after)
+        out = files_pb2.CreatePublicUrlResponse(public_url=created.url)
+        if created.expires_at is not None:
+            set_time(out.expires_at, created.expires_at)
+        return out
+
+    @unary
+    async def RevokePublicUrl(self, request: Any, context: Any) -> Any:
+        team = await self._team(context)
+        revocation = await public_urls.revoke(self.res, team, request.file_id)
+        out = files_pb2.RevokePublicUrlResponse(
+            file_id=revocation.file_id, revoked=revocation.revoked
+        )
+        if revocation.revoked and revocation.url:
+            out.public_url = revocation.url
+        return out
+
+
+async def start(res: Resources, settings: Settings) -> grpc.aio.Server:
+    """Serve `xai_api.Files` on GRPC_PORT, in the caller's event loop."""
+    server = grpc.aio.server(
+        options=[
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+        ]
+    )
+    files_pb2_grpc.add_FilesServicer_to_server(FilesService(res), server)
+    address = f"{settings.api_host}:{settings.grpc_port}"
+    if server.add_insecure_port(address) == 0:
+        raise RuntimeError(f"cannot listen for gRPC on {address}")
+    await server.start()
+    return server

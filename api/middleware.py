@@ -1,0 +1,97 @@
+"""Cross-cutting concerns only: request ids and access logs, error mapping, authentication."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import structlog
+from aiohttp import web
+from aiohttp.typedefs import Handler
+from prometheus_client import Counter, Histogram
+from redis.exceptions import RedisError
+
+from api import context
+from api.errors import error_response, from_domain
+from shared import errors, teams
+
+log = structlog.get_logger("api.access")
+
+REQUESTS = Counter("filecdn_api_requests_total", "REST requests", ["method", "route", "status"])
+LATENCY = Histogram("filecdn_api_request_seconds", "REST request latency", ["route"])
+
+_PUBLIC_PATHS = ("/healthz", "/readyz", "/metrics")
+
+
+@web.middleware
+async def request_context(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """One structured log line per request, tagged with a request id (ours or the caller's)."""
+    request_id = request.headers.get("X-Request-Id", "")[:64] or uuid.uuid4().hex
+    structlog.contextvars.bind_contextvars(request_id=request_id)
+    start = time.perf_counter()
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        response.headers["X-Request-Id"] = request_id
+        return response
+    finally:
+        elapsed = time.perf_counter() - start
+        route = request.match_info.route.resource
+        route_name = route.canonical if route is not None else "unmatched"
+        REQUESTS.labels(request.method, route_name, str(status)).inc()
+        LATENCY.labels(route_name).observe(elapsed)
+        if request.path not in _PUBLIC_PATHS:
+            log.info(
+                "request",
+                method=request.method,
+                path=request.path,
+                status=status,
+                ms=round(elapsed * 1000, 1),
+            )
+        structlog.contextvars.unbind_contextvars("request_id")
+
+
+@web.middleware
+async def error_mapping(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Domain errors and aiohttp's own (404/405/413) become JSON; surprises become 500."""
+    try:
+        return await handler(request)
+    except errors.FilecdnError as exc:
+        return from_domain(exc)
+    except RedisError as exc:
+        log.error("redis unavailable", error=str(exc))
+        return error_response(503, "UNAVAILABLE", "a dependency is unavailable; retry later")
+    except web.HTTPNotFound:
+        return error_response(
+            404, "NOT_FOUND", f"no such endpoint: {request.method} {request.path}"
+        )
+    except web.HTTPMethodNotAllowed as exc:
+        allow = ", ".join(sorted(exc.allowed_methods))
+        return error_response(
+            405,
+            "UNIMPLEMENTED",
+            f"method {request.method} not allowed here",
+            headers={"Allow": allow},
+        )
+    except web.HTTPRequestEntityTooLarge:
+        return error_response(413, "RESOURCE_EXHAUSTED", "request body too large")
+    except web.HTTPException:
+        raise
+    except (ConnectionResetError, OSError) as exc:
+        # The client went away (mid-upload): nothing to answer; cleanup ran in the handler.
+        log.info("client disconnected", error=str(exc))
+        raise
+    except Exception:
+        log.exception("unhandled error")
+        return error_response(500, "INTERNAL", "internal error")
+
+
+@web.middleware
+async def authentication(request: web.Request, handler: Handler) -> web.StreamResponse:
+    if request.path.startswith("/v1/"):
+        header = request.headers.get("Authorization", "")
+        scheme, _, key = header.partition(" ")
+        supplied = key.strip() if scheme.lower() == "bearer" else None
+        context.set_team(request, await teams.authenticate(context.resources(request).db, supplied))
+    return await handler(request)

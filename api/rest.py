@@ -1,0 +1,225 @@
+"""REST handlers: parse the request, call the domain, shape the answer. No rules here."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from aiohttp import BodyPartReader, web
+
+from api import context, serialize
+from api.errors import error_response
+from shared import files, public_urls
+from shared.disposition import content_disposition
+from shared.errors import InvalidArgument, Unavailable
+
+_FIELD_LIMIT = 4096  # bytes in a non-file multipart field
+_READ_CHUNK = 256 * 1024
+_SINGLE_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+_EXPIRY_FIELDS = ("expires_after", "expires_after[anchor]", "expires_after[seconds]")
+
+
+def _int_field(name: str, raw: str) -> int:
+    try:
+        return int(raw.strip())
+    except ValueError:
+        raise InvalidArgument(f"{name} must be an integer number of seconds, got {raw!r}") from None
+
+
+def _upload_expiry(fields: dict[str, str]) -> int | None:
+    """`expires_after=N`, or the OpenAI form `expires_after[anchor]=created_at` + `[seconds]=N`."""
+    plain = fields.get("expires_after", "").strip()
+    anchor = fields.get("expires_after[anchor]")
+    seconds = fields.get("expires_after[seconds]")
+    if plain and (anchor is not None or seconds is not None):
+        raise InvalidArgument(
+            "give expires_after either as an integer or as anchor+seconds, not both"
+        )
+    if anchor is not None or seconds is not None:
+        if anchor != "created_at":
+            raise InvalidArgument("expires_after[anchor] must be created_at")
+        if seconds is None:
+            raise InvalidArgument("expires_after[seconds] is required with expires_after[anchor]")
+        return _int_field("expires_after[seconds]", seconds)
+    return _int_field("expires_after", plain) if plain else None
+
+
+async def _read_field(part: BodyPartReader) -> str:
+    data = bytearray()
+    while chunk := await part.read_chunk(1024):
+        data += chunk
+        if len(data) > _FIELD_LIMIT:
+            raise InvalidArgument(f"form field {part.name!r} is too long")
+    try:
+        return data.decode(part.get_charset("utf-8"))
+    except (UnicodeDecodeError, LookupError):
+        raise InvalidArgument(f"form field {part.name!r} is not valid text") from None
+
+
+async def upload_file(request: web.Request) -> web.Response:
+    res = context.resources(request)
+    if request.content_type != "multipart/form-data":
+        raise InvalidArgument("upload with Content-Type: multipart/form-data and a 'file' part")
+    try:
+        reader = await request.multipart()
+    except (ValueError, AssertionError):
+        raise InvalidArgument("malformed multipart body") from None
+    fields: dict[str, str] = {}
+    upload: files.Upload | None = None
+    try:
+        while (part := await reader.next()) is not None:
+            if not isinstance(part, BodyPartReader):
+                raise InvalidArgument("nested multipart bodies are not supported")
+            if part.name == "file":
+                if upload is not None:
+                    raise InvalidArgument("send exactly one 'file' part")
+                early = _upload_expiry(fields)
+                if early is not None:  # fail before streaming 50 MiB for nothing
+                    files.check_expires_after(res.settings, early)
+                upload = files.Upload(
+                    res,
+                    context.team(request),
+                    part.filename or "file",
+                    part.headers.get("Content-Type"),
+                )
+                while chunk := await part.read_chunk(_READ_CHUNK):
+                    await upload.write(chunk)
+                await upload.finish_bytes()
+            elif part.name in ("purpose", *_EXPIRY_FIELDS):
+                if part.name in fields:
+                    raise InvalidArgument(f"form field {part.name!r} given twice")
+                fields[part.name] = await _read_field(part)
+            else:
+                await part.release()  # unknown fields are ignored, as the openai SDK expects
+        if upload is None:
+            raise InvalidArgument("missing the 'file' part")
+        stored = await upload.commit(
+            purpose=fields.get("purpose", ""), expires_after=_upload_expiry(fields)
+        )
+    finally:
+        if upload is not None:
+            await upload.abort()  # no-op once committed; otherwise nothing is left behind
+    return web.json_response(serialize.file_object(stored, res.settings))
+
+
+def _list_query(request: web.Request) -> files.ListQuery:
+    q = request.query
+    limit = 100
+    if "limit" in q:
+        try:
+            limit = int(q["limit"])
+        except ValueError:
+            raise InvalidArgument("limit must be an integer") from None
+    order = q.get("order", "desc").lower()
+    sort_by = q.get("sort_by", "created_at").lower()
+    if order not in ("asc", "desc"):
+        raise InvalidArgument(f"order must be asc or desc, got {q['order']!r}")
+    if sort_by not in files.SORT_COLUMNS:
+        raise InvalidArgument(f"sort_by must be created_at, filename or size, got {q['sort_by']!r}")
+    return files.ListQuery(
+        limit=limit,
+        order=order,  # type: ignore[arg-type]
+        sort_by=sort_by,  # type: ignore[arg-type]
+        filter=q.get("filter") or None,
+        purpose=q.get("purpose") or None,
+        pagination_token=q.get("pagination_token") or None,
+        after=q.get("after") or None,
+    )
+
+
+async def list_files(request: web.Request) -> web.Response:
+    res = context.resources(request)
+    page = await files.list_files(res, context.team(request), _list_query(request))
+    return web.json_response(serialize.file_list(page, res.settings))
+
+
+async def get_file(request: web.Request) -> web.Response:
+    res = context.resources(request)
+    stored = await files.get_file(res, context.team(request), request.match_info["file_id"])
+    return web.json_response(serialize.file_object(stored, res.settings))
+
+
+async def delete_file(request: web.Request) -> web.Response:
+    res = context.resources(request)
+    file_id = request.match_info["file_id"]
+    await files.delete_file(res, context.team(request), file_id)
+    return web.json_response({"id": file_id, "object": "file", "deleted": True})
+
+
+def _range_header(request: web.Request) -> str | None:
+    """A single byte range to pass to S3; anything else is ignored (RFC 9110 allows it)."""
+    value = request.headers.get("Range", "").strip()
+    m = _SINGLE_RANGE.match(value)
+    return value if m and (m.group(1) or m.group(2)) else None
+
+
+async def file_content(request: web.Request) -> web.StreamResponse:
+    res = context.resources(request)
+    fmt = request.query.get("format")
+    stored = await files.content_file(
+        res, context.team(request), request.match_info["file_id"], fmt
+    )
+    byte_range = _range_header(request)
+    async with res.storage.open(
+        stored.object_key, {"Range": byte_range} if byte_range else None
+    ) as src:
+        if src.status == 416:
+            return error_response(
+                416,
+                "INVALID_ARGUMENT",
+                "requested range not satisfiable",
+                headers={"Content-Range": f"bytes */{stored.size}"},
+            )
+        if src.status not in (200, 206):
+            raise Unavailable(f"storage answered {src.status}")
+        resp = web.StreamResponse(status=src.status)
+        resp.content_type = "text/plain" if fmt == "text" else "application/octet-stream"
+        if fmt == "text":
+            resp.charset = "utf-8"
+        resp.content_length = src.content_length
+        if "Content-Range" in src.headers:
+            resp.headers["Content-Range"] = src.headers["Content-Range"]
+        resp.headers["Accept-Ranges"] = "bytes"
+        resp.headers["ETag"] = stored.etag
+        resp.headers["Content-Disposition"] = content_disposition("attachment", stored.filename)
+        await resp.prepare(request)
+        async for chunk in src.content.iter_chunked(_READ_CHUNK):
+            await resp.write(chunk)
+        await resp.write_eof()
+        return resp
+
+
+async def _json_body(request: web.Request) -> dict[str, Any]:
+    """A JSON object body; a missing or empty body counts as {} (files-api.md)."""
+    raw = await request.read()
+    if not raw.strip():
+        return {}
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidArgument("request body must be a JSON object") from None
+    if not isinstance(body, dict):
+        raise InvalidArgument("request body must be a JSON object")
+    return body
+
+
+async def create_public_url(request: web.Request) -> web.Response:
+    res = context.resources(request)
+    body = await _json_body(request)
+    expires_after = body.get("expires_after")
+    if expires_after is not None and (
+        isinstance(expires_after, bool) or not isinstance(expires_after, int)
+    ):
+        raise InvalidArgument("expires_after must be an integer number of seconds or null")
+    created = await public_urls.create(
+        res, context.team(request), request.match_info["file_id"], expires_after
+    )
+    return web.json_response(serialize.public_url(created))
+
+
+async def revoke_public_url(request: web.Request) -> web.Response:
+    res = context.resources(request)
+    await _json_body(request)
+    revocation = await public_urls.revoke(res, context.team(request), request.match_info["file_id"])
+    return web.json_response(serialize.revocation(revocation))

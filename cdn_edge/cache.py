@@ -1,0 +1,303 @@
+"""Content caches: small objects in process memory, hot large ones on local disk.
+
+Both hold bytes only, keyed by object key + ETag (a changed object can never be served
+stale), bounded by size with least-recently-used eviction, and emptied of an object when
+its file is deleted. Neither holds authorisation: every request checks its token in Redis
+before any cached byte is sent.
+
+The disk cache is shared by every edge process on the machine: files are written to a
+temporary name and renamed into place (readers see whole files or nothing), recency is the
+file's mtime (touched on use, at most every few seconds), and whoever finds the directory
+over its bound deletes the oldest files, tolerating files that vanish under it. Cached
+files are mapped into memory and handed to the socket as views of the page cache: no read
+copy, no Python per chunk, and the transport's own back-pressure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import mmap
+import os
+import secrets
+import time
+from collections import OrderedDict
+from pathlib import Path
+
+import structlog
+
+log = structlog.get_logger(__name__)
+
+_TMP_PREFIX = ".tmp-"
+_STALE_TMP_SECONDS = 3600.0  # a temporary file this old was left by a crashed process
+_TOUCH_EVERY = 5.0  # seconds between mtime updates of a file in use
+_TRIM_EVERY = 30.0  # seconds between scans that learn what other processes added
+_TRIM_TO = 0.9  # trimming goes a little below the bound so it does not run on every add
+_MAX_MAPS = 256  # open mappings per process (address space, not memory)
+
+
+class MemoryCache:
+    """Small objects' bytes in this process, LRU by total size."""
+
+    def __init__(self, max_bytes: int, object_max: int) -> None:
+        self.max_bytes = max_bytes
+        self.object_max = min(object_max, max_bytes)
+        self.bytes = 0
+        self._items: OrderedDict[str, tuple[str, bytes]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def admits(self, size: int) -> bool:
+        return 0 < size <= self.object_max
+
+    def get(self, object_key: str, etag: str) -> bytes | None:
+        item = self._items.get(object_key)
+        if item is None or item[0] != etag:
+            return None
+        self._items.move_to_end(object_key)
+        return item[1]
+
+    def put(self, object_key: str, etag: str, body: bytes) -> None:
+        if not self.admits(len(body)):
+            return
+        self.evict(object_key)
+        self._items[object_key] = (etag, body)
+        self.bytes += len(body)
+        while self.bytes > self.max_bytes:
+            _, (_, old) = self._items.popitem(last=False)
+            self.bytes -= len(old)
+
+    def evict(self, object_key: str) -> bool:
+        item = self._items.pop(object_key, None)
+        if item is None:
+            return False
+        self.bytes -= len(item[1])
+        return True
+
+
+def _name(object_key: str, etag: str) -> str:
+    return f"{_key_prefix(object_key)}{hashlib.sha256(etag.encode()).hexdigest()[:16]}"
+
+
+def _key_prefix(object_key: str) -> str:
+    return hashlib.sha256(object_key.encode()).hexdigest()[:32] + "-"
+
+
+class _Mapped:
+    __slots__ = ("map", "name", "touched")
+
+    def __init__(self, name: str, mapped: mmap.mmap, touched: float) -> None:
+        self.name = name
+        self.map = mapped
+        self.touched = touched
+
+
+class DiskWriter:
+    """Fills one cache file: bytes go to a temporary file, renamed into place when whole."""
+
+    def __init__(self, cache: DiskCache, name: str, size: int) -> None:
+        self._cache = cache
+        self._name = name
+        self._size = size
+        self._written = 0
+        self._tmp = cache.directory / f"{_TMP_PREFIX}{os.getpid()}-{secrets.token_hex(6)}"
+        self._fd: int | None = os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        """Append; a full disk or any write error just abandons the fill."""
+        if self._fd is None:
+            return
+        view = memoryview(data)
+        try:
+            while view:
+                n = os.write(self._fd, view)
+                view = view[n:]
+                self._written += n
+        except OSError as exc:
+            log.warning("disk cache write failed", error=str(exc))
+            self.abort()
+
+    def commit(self) -> bool:
+        if self._fd is None:
+            return False
+        if self._written != self._size:
+            self.abort()
+            return False
+        os.close(self._fd)
+        self._fd = None
+        try:
+            os.rename(self._tmp, self._cache.directory / self._name)
+        except OSError as exc:
+            log.warning("disk cache rename failed", error=str(exc))
+            self._unlink()
+            self._cache._filled(self._name, 0)
+            return False
+        self._cache._filled(self._name, self._size)
+        return True
+
+    def abort(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+            self._unlink()
+            self._cache._filled(self._name, 0)
+
+    def _unlink(self) -> None:
+        with contextlib.suppress(OSError):
+            os.unlink(self._tmp)
+
+
+class DiskCache:
+    """Large objects' bytes in a directory shared by the edge processes of one machine."""
+
+    def __init__(self, directory: Path, max_bytes: int, object_max: int) -> None:
+        self.directory = directory
+        self.max_bytes = max_bytes
+        self.object_max = min(object_max, max_bytes // 4)
+        self.estimate = 0  # bytes in the directory, as of the last scan plus our own adds
+        self._maps: OrderedDict[tuple[str, str], _Mapped] = OrderedDict()
+        self._filling: set[str] = set()
+        self._trimming: asyncio.Task[None] | None = None
+        if self.object_max > 0:
+            directory.mkdir(parents=True, exist_ok=True)
+
+    def admits(self, size: int) -> bool:
+        return 0 < size <= self.object_max
+
+    def get(self, object_key: str, etag: str, size: int) -> mmap.mmap | None:
+        """The object's bytes mapped read-only, or None if this machine has no copy."""
+        key = (object_key, etag)
+        hit = self._maps.get(key)
+        now = time.monotonic()
+        if hit is not None:
+            if now - hit.touched < _TOUCH_EVERY:
+                self._maps.move_to_end(key)
+                return hit.map
+            # Mark it recently used for every process's LRU; gone means another process
+            # evicted it: drop our mapping too, so the space really comes back.
+            try:
+                os.utime(self.directory / hit.name)
+            except OSError:
+                del self._maps[key]
+                return None
+            hit.touched = now
+            self._maps.move_to_end(key)
+            return hit.map
+        if not self.admits(size):
+            return None
+        name = _name(object_key, etag)
+        try:
+            fd = os.open(self.directory / name, os.O_RDONLY)
+        except OSError:
+            return None
+        try:
+            if os.fstat(fd).st_size != size:
+                return None
+            mapped = mmap.mmap(fd, size, prot=mmap.PROT_READ)
+        except (OSError, ValueError):
+            return None
+        finally:
+            os.close(fd)
+        with contextlib.suppress(OSError):
+            os.utime(self.directory / name)
+        self._maps[key] = _Mapped(name, mapped, now)
+        if len(self._maps) > _MAX_MAPS:
+            # Not closed here: a response may still be sending from it. The mapping goes
+            # away with its last view.
+            self._maps.popitem(last=False)
+        return mapped
+
+    def writer(self, object_key: str, etag: str, size: int) -> DiskWriter | None:
+        """A writer for a copy of this object, unless one is being written by this process."""
+        if not self.admits(size):
+            return None
+        name = _name(object_key, etag)
+        if name in self._filling:
+            return None
+        try:
+            writer = DiskWriter(self, name, size)
+        except OSError as exc:
+            log.warning("disk cache unavailable", error=str(exc))
+            return None
+        self._filling.add(name)
+        return writer
+
+    def filling(self, object_key: str, etag: str) -> bool:
+        return _name(object_key, etag) in self._filling
+
+    def _filled(self, name: str, size: int) -> None:
+        self._filling.discard(name)
+        self.estimate += size
+        if self.estimate > self.max_bytes:
+            self.trim_soon()
+
+    def trim_soon(self) -> None:
+        if self._trimming is None or self._trimming.done():
+            self._trimming = asyncio.get_running_loop().create_task(self.trim())
+
+    async def trim(self) -> None:
+        """Scan the directory (in a thread) and delete the oldest files beyond the bound."""
+        self.estimate = await asyncio.to_thread(_trim, self.directory, self.max_bytes)
+
+    async def run_trimmer(self) -> None:
+        """Trim now and then: other processes add files we do not count ourselves."""
+        while True:
+            try:
+                await self.trim()
+            except OSError as exc:
+                log.warning("disk cache scan failed", error=str(exc))
+            await asyncio.sleep(_TRIM_EVERY)
+
+    async def evict(self, object_key: str) -> int:
+        """Forget every copy of an object (all ETags); returns the files deleted."""
+        for key in [k for k in self._maps if k[0] == object_key]:
+            del self._maps[key]
+        if self.object_max <= 0:
+            return 0
+        return await asyncio.to_thread(_unlink_prefix, self.directory, _key_prefix(object_key))
+
+    @property
+    def mapped(self) -> int:
+        return len(self._maps)
+
+
+def _trim(directory: Path, max_bytes: int) -> int:
+    files: list[tuple[float, int, str]] = []
+    now = time.time()
+    with os.scandir(directory) as it:
+        for entry in it:
+            try:
+                st = entry.stat()
+            except FileNotFoundError:
+                continue
+            if entry.name.startswith(_TMP_PREFIX):
+                if now - st.st_mtime > _STALE_TMP_SECONDS:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(entry.path)
+                continue
+            files.append((st.st_mtime, st.st_size, entry.path))
+    total = sum(size for _, size, _ in files)
+    if total <= max_bytes:
+        return total
+    files.sort()
+    target = int(max_bytes * _TRIM_TO)
+    for _, size, path in files:
+        if total <= target:
+            break
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        total -= size
+    return total
+
+
+def _unlink_prefix(directory: Path, prefix: str) -> int:
+    gone = 0
+    with os.scandir(directory) as it:
+        for entry in it:
+            if entry.name.startswith(prefix):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(entry.path)
+                    gone += 1
+    return gone

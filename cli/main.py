@@ -1,0 +1,208 @@
+"""The `filecdn` command: run the stack or one process, migrate, administer teams and keys."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, TypeVar
+
+import click
+
+from shared import errors, logs
+from shared.settings import Settings
+
+T = TypeVar("T")
+
+
+def run_async(main: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    try:
+        import uvloop
+
+        return uvloop.run(main())
+    except ImportError:
+        return asyncio.run(main())
+
+
+def _settings(process: str) -> Settings:
+    settings = Settings()
+    logs.configure(settings, process)
+    return settings
+
+
+class _Group(click.Group):
+    """Domain errors end the command with their message on one line and exit code 1."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except errors.FilecdnError as exc:
+            click.echo(f"error: {exc.message}", err=True)
+            sys.exit(1)
+
+
+@click.group(cls=_Group)
+def main() -> None:
+    """filecdn: a self-hostable Files API with revocable, expiring public URLs."""
+
+
+@main.command()
+def run() -> None:
+    """Run the whole stack in the foreground (embedded servers where no URL is given)."""
+    from cli.stack import run_stack
+
+    sys.exit(run_stack())
+
+
+@main.command()
+def migrate() -> None:
+    """Apply pending database migrations (idempotent)."""
+    from shared import db
+
+    settings = _settings("migrate")
+    if not settings.database_url:
+        raise click.UsageError("DATABASE_URL is not set")
+    dsn = settings.database_url
+    applied = run_async(lambda: db.migrate(dsn))
+    click.echo(f"applied {applied}" if applied else "schema up to date")
+
+
+@main.command()
+def api() -> None:
+    """Serve the REST and gRPC API."""
+    from api.server import serve
+
+    settings = _settings("api")
+    run_async(lambda: serve(settings))
+
+
+@main.command()
+@click.option("--check", is_flag=True, help="Liveness probe: exit 0 if a worker is alive.")
+def worker(check: bool) -> None:
+    """Run the worker: expiry jobs, file-event consumer, reconcile."""
+    from worker import main as worker_main
+
+    if check:
+        sys.exit(worker_main.check(_settings("worker-check")))
+    worker_main.run_worker(_settings("worker"))
+
+
+@main.command()
+@click.option("--workers", type=int, default=None, help="Processes on one port (SO_REUSEPORT).")
+def edge(workers: int | None) -> None:
+    """Serve public URLs (GET/HEAD /<token>/<name>)."""
+    from cdn_edge.main import run_edge
+
+    settings = _settings("edge")
+    run_edge(settings, workers or settings.edge_workers)
+
+
+@main.command()
+@click.option("--minutes", default=15, show_default=True, help="How far back to look.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def metrics(minutes: int, as_json: bool) -> None:
+    """Per-minute counters from Redis (uploads, URL changes, deletions, edge traffic)."""
+    import json
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from shared import metrics as counters
+    from shared.resources import create_redis
+
+    settings = _settings("metrics")
+
+    async def read() -> dict[int, dict[str, int]]:
+        redis = create_redis(settings)
+        try:
+            return await counters.read(redis, minutes)
+        finally:
+            await redis.aclose()
+
+    buckets = run_async(read)
+    if as_json:
+        click.echo(json.dumps({str(k): v for k, v in sorted(buckets.items())}))
+        return
+    names = sorted({n for b in buckets.values() for n in b})
+    table = Table(
+        "metric", *(f"{m // 60 % 1440 // 60:02d}:{m // 60 % 60:02d}" for m in sorted(buckets))
+    )
+    for n in names:
+        table.add_row(n, *(str(buckets[m].get(n, "")) for m in sorted(buckets)))
+    Console().print(table)
+
+
+@main.group()
+def admin() -> None:
+    """Teams and API keys (talks to PostgreSQL directly)."""
+
+
+async def _with_db(fn: Callable[[Any], Awaitable[T]]) -> T:
+    from shared import db
+
+    settings = _settings("admin")
+    pool = await db.create_pool(settings)
+    try:
+        return await fn(pool)
+    finally:
+        await pool.close()
+
+
+@admin.command("create-team")
+@click.argument("name")
+def create_team(name: str) -> None:
+    from shared import teams
+
+    team = run_async(lambda: _with_db(lambda db: teams.create_team(db, name)))
+    click.echo(f"created team {team.name} (id {team.id})")
+
+
+@admin.command("create-key")
+@click.option("--team", "team_name", required=True)
+def create_key(team_name: str) -> None:
+    """Create an API key; prints only the key (store it: it is not shown again)."""
+    from shared import teams
+
+    click.echo(run_async(lambda: _with_db(lambda db: teams.create_key(db, team_name))))
+
+
+@admin.command("list-keys")
+@click.option("--team", "team_name", default=None)
+def list_keys(team_name: str | None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from shared import teams
+
+    keys = run_async(lambda: _with_db(lambda db: teams.list_keys(db, team_name)))
+    table = Table("id", "team", "key prefix", "created", "revoked")
+    for k in keys:
+        table.add_row(
+            str(k.id),
+            k.team,
+            k.prefix + "…",
+            f"{k.created_at:%Y-%m-%d %H:%M}",
+            f"{k.revoked_at:%Y-%m-%d %H:%M}" if k.revoked_at else "",
+        )
+    Console().print(table)
+
+
+@admin.command("revoke-key")
+@click.argument("key_or_id")
+def revoke_key(key_or_id: str) -> None:
+    """Revoke a key, given in full or by the id list-keys shows."""
+    from shared import teams
+
+    info = run_async(lambda: _with_db(lambda db: teams.revoke_key(db, key_or_id)))
+    click.echo(f"revoked key {info.id} ({info.prefix}…) of team {info.team}")
+
+
+def _register_client_commands() -> None:
+    try:
+        from cli.files import files
+    except ImportError:  # the client commands arrive with the clients issue
+        return
+    main.add_command(files)
+
+
+_register_client_commands()

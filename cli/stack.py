@@ -1,0 +1,147 @@
+"""`filecdn run`: the whole stack on one machine, in the foreground, under one supervisor.
+
+Embedded PostgreSQL, Valkey and SeaweedFS are started where DATABASE_URL, REDIS_URL or
+S3_ENDPOINT are unset; then migrations, a demo team and key, and the three processes.
+Ctrl-C (or any child dying) stops everything we started; the watchdog covers our own death.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import signal
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from rich.console import Console
+from rich.panel import Panel
+
+from shared import db, teams
+from shared.embedded import Supervisor, start_missing, tcp_open, wait_until
+from shared.settings import Settings
+
+console = Console(stderr=True)
+DEMO_TEAM = "demo"
+
+
+def persistent_secret(data_dir: Path, name: str) -> str:
+    """A random secret kept under DATA_DIR so that it survives restarts."""
+    path = data_dir / name
+    if path.exists():
+        return path.read_text().strip()
+    value = secrets.token_urlsafe(32)
+    path.write_text(value)
+    path.chmod(0o600)
+    return value
+
+
+def stack_environment(
+    sup: Supervisor, data_dir: Path, base: dict[str, str], *, test_mode: bool = False
+) -> dict[str, str]:
+    """The environment every process of the stack gets: base + embedded servers + secrets."""
+    env = dict(base)
+    env.update(start_missing(sup, data_dir, env, test_mode=test_mode).env)
+    env.setdefault("PAGINATION_SECRET", persistent_secret(data_dir, "pagination-secret"))
+    env.setdefault("DATA_DIR", str(data_dir))
+    return env
+
+
+async def ensure_demo_key(dsn: str, key_file: Path) -> tuple[str, bool]:
+    """The demo team's key: the one in key_file if it still works, else a new one."""
+    pool = await db.create_pool(Settings(database_url=dsn, db_pool_min=1, db_pool_max=2))
+    try:
+        if key_file.exists():
+            key = key_file.read_text().strip()
+            try:
+                await teams.authenticate(pool, key)
+                return key, False
+            except Exception:  # revoked or from an older database: issue a new one
+                pass
+        if await pool.fetchval("SELECT 1 FROM teams WHERE name = $1", DEMO_TEAM) is None:
+            await teams.create_team(pool, DEMO_TEAM)
+        key = await teams.create_key(pool, DEMO_TEAM)
+        key_file.write_text(key + "\n")
+        key_file.chmod(0o600)
+        return key, True
+    finally:
+        await pool.close()
+
+
+def _wait_http(url: str, timeout: float, what: str) -> None:
+    def ok() -> bool:
+        try:
+            with urllib.request.urlopen(url, timeout=1) as r:
+                return bool(r.status == 200)
+        except OSError:
+            return False
+
+    wait_until(ok, timeout, what)
+
+
+def filecdn_argv(*args: str) -> list[str]:
+    return [sys.executable, "-m", "cli", *args]
+
+
+def run_stack() -> int:
+    settings = Settings()
+    data_dir = settings.data_dir.resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    sup = Supervisor(data_dir / "logs")
+    stopping = False
+
+    def on_signal(signum: int, frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        console.print("[bold]filecdn[/]: starting the stack…")
+        base = dict(os.environ)
+        base.setdefault("LOG_FORMAT", "console")
+        env = stack_environment(sup, data_dir, base)
+        asyncio.run(db.migrate(env["DATABASE_URL"]))
+        key, new = asyncio.run(ensure_demo_key(env["DATABASE_URL"], data_dir / "demo-api-key"))
+        for name in ("api", "worker", "edge"):
+            if stopping:
+                return 130
+            sup.start(name, filecdn_argv(name), env=env, log_to_file=False)
+        _wait_http(f"http://{settings.api_host}:{settings.api_port}/healthz", 60, "API")
+        _wait_http(f"http://{settings.edge_host}:{settings.edge_port}/healthz", 60, "edge")
+        wait_until(lambda: tcp_open(settings.api_host, settings.grpc_port), 30, "gRPC")
+        _banner(settings, env, key, new, data_dir)
+        while not stopping:
+            dead = sup.check_alive()
+            if dead:
+                console.print(f"[red]{dead} exited; stopping the stack[/]")
+                return 1
+            time.sleep(0.5)
+        return 0
+    except Exception as exc:
+        console.print(f"[red]filecdn run failed:[/] {exc}")
+        return 1
+    finally:
+        console.print("filecdn: stopping…")
+        sup.close()
+        console.print("filecdn: stopped")
+
+
+def _banner(settings: Settings, env: dict[str, str], key: str, new: bool, data_dir: Path) -> None:
+    lines = [
+        f"REST API   http://{settings.api_host}:{settings.api_port}/v1/files",
+        f"gRPC API   {settings.api_host}:{settings.grpc_port}"
+        f'  (xai_sdk: api_host="localhost:{settings.grpc_port}")',
+        f"Edge       {settings.edge_base_url}/<token>/<file_id>.<ext>",
+        f"PostgreSQL {env['DATABASE_URL']}",
+        f"Redis      {env['REDIS_URL']}",
+        f"S3         {env['S3_ENDPOINT']}  bucket {env.get('S3_BUCKET', settings.s3_bucket)}",
+        "",
+        f"API key    {key}{'  (new)' if new else ''}",
+        f"           saved in {data_dir / 'demo-api-key'}",
+        "",
+        "Ctrl-C stops everything.",
+    ]
+    console.print(Panel("\n".join(lines), title="filecdn is running", expand=False))

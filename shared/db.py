@@ -1,0 +1,90 @@
+"""PostgreSQL access: the pool, and the versioned migrations under `shared/migrations/`."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from importlib import resources as importlib_resources
+
+import asyncpg
+from asyncpg.pool import PoolConnectionProxy
+import structlog
+
+from shared.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+# Any constant works; it only has to be the same for every process running migrations.
+_MIGRATION_LOCK_KEY = 0x66696C6563646E  # "filecdn"
+_MIGRATION_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
+
+Pool = asyncpg.Pool
+# What `pool.acquire()` hands out, or a plain connection: every query helper accepts both.
+Connection = asyncpg.Connection | PoolConnectionProxy
+Row = asyncpg.Record
+
+
+async def create_pool(settings: Settings) -> asyncpg.Pool:
+    if not settings.database_url:
+        raise RuntimeError("DATABASE_URL is not set")
+    pool = await asyncpg.create_pool(
+        settings.database_url,
+        min_size=settings.db_pool_min,
+        max_size=settings.db_pool_max,
+        # Statements are short; a stuck one should fail rather than hold a connection.
+        command_timeout=30,
+    )
+    assert pool is not None
+    return pool
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    sql: str
+
+
+def load_migrations() -> list[Migration]:
+    found = []
+    for entry in importlib_resources.files("shared.migrations").iterdir():
+        m = _MIGRATION_NAME.match(entry.name)
+        if m:
+            found.append(Migration(int(m.group(1)), m.group(2), entry.read_text("utf-8")))
+    found.sort(key=lambda mig: mig.version)
+    versions = [mig.version for mig in found]
+    if len(set(versions)) != len(versions):
+        raise RuntimeError(f"duplicate migration versions: {versions}")
+    return found
+
+
+async def migrate(dsn: str) -> list[int]:
+    """Apply pending migrations, each in its own transaction; safe to run concurrently."""
+    conn = await asyncpg.connect(dsn)
+    applied_now: list[int] = []
+    try:
+        # A session-level advisory lock serialises replicas starting at the same time.
+        await conn.execute("SELECT pg_advisory_lock($1)", _MIGRATION_LOCK_KEY)
+        await conn.execute(
+            """CREATE TABLE IF NOT EXISTS schema_migrations (
+                   version integer PRIMARY KEY,
+                   name text NOT NULL,
+                   applied_at timestamptz NOT NULL DEFAULT now())"""
+        )
+        done = {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")}
+        for mig in load_migrations():
+            if mig.version in done:
+                continue
+            async with conn.transaction():
+                await conn.execute(mig.sql)
+                await conn.execute(
+                    "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
+                    mig.version,
+                    mig.name,
+                )
+            applied_now.append(mig.version)
+            log.info("migration applied", version=mig.version, name=mig.name)
+        await conn.execute("SELECT pg_advisory_unlock($1)", _MIGRATION_LOCK_KEY)
+    finally:
+        await conn.close()
+    return applied_now

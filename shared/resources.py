@@ -1,0 +1,71 @@
+"""The composition root: opens and closes PostgreSQL, Redis, S3 and the job queue.
+
+API, worker, edge and CLI all get their dependencies from here, created once at startup
+and passed explicitly; nothing is a module-level client.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import asyncpg
+import redis.asyncio as aioredis
+from arq.connections import ArqRedis
+
+from shared import db
+from shared.settings import Settings
+from shared.storage import Storage
+
+
+@dataclass
+class Resources:
+    settings: Settings
+    redis: aioredis.Redis
+    storage: Storage
+    _db: asyncpg.Pool | None = None
+    _arq: ArqRedis | None = None
+
+    @property
+    def db(self) -> asyncpg.Pool:
+        if self._db is None:
+            raise RuntimeError("this process was opened without PostgreSQL")
+        return self._db
+
+    @property
+    def arq(self) -> ArqRedis:
+        if self._arq is None:
+            raise RuntimeError("this process was opened without the job queue")
+        return self._arq
+
+
+def create_redis(settings: Settings, *, timeout: float | None = None) -> aioredis.Redis:
+    if not settings.redis_url:
+        raise RuntimeError("REDIS_URL is not set")
+    client: aioredis.Redis = aioredis.Redis.from_url(
+        settings.redis_url,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout or 5,
+        health_check_interval=30,
+    )
+    return client
+
+
+@contextlib.asynccontextmanager
+async def open_resources(settings: Settings, *, postgres: bool = True) -> AsyncIterator[Resources]:
+    """Open every dependency a process needs; the edge passes postgres=False."""
+    redis = create_redis(settings, timeout=settings.redis_timeout)
+    storage = Storage(settings)
+    pool = await db.create_pool(settings) if postgres else None
+    # The job queue shares Redis's connection pool instead of opening its own.
+    arq = ArqRedis(
+        connection_pool=redis.connection_pool, default_queue_name=settings.arq_queue_name
+    )
+    try:
+        yield Resources(settings, redis, storage, pool, arq)
+    finally:
+        await storage.close()
+        if pool is not None:
+            await pool.close()
+        await redis.aclose()

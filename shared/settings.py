@@ -1,0 +1,99 @@
+"""The one typed settings object, read from the environment (12-factor).
+
+Every variable is documented in the README; defaults are the contract's numbers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+MiB = 1024 * 1024
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore")
+
+    # Infrastructure. Unset means "start an embedded server" for `filecdn run`; the
+    # long-running processes (api, worker, edge) require them.
+    database_url: str | None = None
+    redis_url: str | None = None
+    s3_endpoint: str | None = None  # http(s)://host:port
+    s3_access_key: str = "filecdn"
+    s3_secret_key: SecretStr = SecretStr("filecdn-local-secret")
+    s3_bucket: str = "filecdn"
+    s3_region: str = "us-east-1"
+
+    # Listening addresses.
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    grpc_port: int = 50051
+    edge_host: str = "127.0.0.1"
+    edge_port: int = 8080
+    edge_workers: int = Field(default=2, ge=1)
+    public_base_url: str | None = None  # where the edge is reachable; see edge_base_url
+    data_dir: Path = Path(".filecdn")
+
+    # Contract limits (files-api.md); lowered in tests so expiry runs in seconds.
+    max_upload_bytes: int = Field(default=50 * MiB, gt=0)
+    public_url_max_bytes: int = Field(default=50 * MiB, gt=0)
+    expires_after_min: int = Field(default=3600, ge=1)
+    expires_after_max: int = Field(default=2_592_000, ge=1)
+    public_url_quota: int = Field(default=1000, ge=0)
+    list_limit_max: int = 100
+
+    # Signs pagination tokens; every API replica must share it.
+    pagination_secret: SecretStr | None = None
+
+    # Worker.
+    reconcile_interval: float = Field(default=30.0, gt=0)
+    event_claim_idle_ms: int = Field(default=30_000, gt=0)
+    arq_queue_name: str = "filecdn:queue"
+    # An object with no row is swept only once older than this (an upload in progress
+    # has no row yet).
+    sweep_grace_seconds: int = Field(default=3600, ge=1)
+    # Listing the whole bucket is heavy: the orphan sweep runs at start, then this often.
+    sweep_interval_seconds: int = Field(default=3600, ge=1)
+
+    # Edge.
+    edge_cache_control: str = "public, no-cache"
+    edge_memory_cache_bytes: int = 64 * MiB
+    edge_memory_cache_object_max: int = 256 * 1024
+    edge_disk_cache_bytes: int = 1024 * MiB
+    edge_disk_cache_dir: Path | None = None
+    edge_s3_timeout: float = Field(default=10.0, gt=0)
+    edge_redis_timeout: float = Field(default=2.0, gt=0)
+
+    # Operations.
+    redis_timeout: float = Field(default=5.0, gt=0)  # a hung Redis fails requests (503)
+    log_level: str = "info"
+    log_format: Literal["json", "console"] = "json"
+    db_pool_min: int = 2
+    db_pool_max: int = 20
+    s3_threads: int = 16
+    metrics_retention_seconds: int = 7 * 24 * 3600
+
+    @model_validator(mode="after")
+    def _check_ranges(self) -> Settings:
+        if self.expires_after_min > self.expires_after_max:
+            raise ValueError("EXPIRES_AFTER_MIN must not exceed EXPIRES_AFTER_MAX")
+        return self
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Settings:
+        """Settings from an explicit environment mapping instead of os.environ."""
+        fields = cls.model_fields
+        return cls.model_validate({k.lower(): v for k, v in env.items() if k.lower() in fields})
+
+    @property
+    def edge_base_url(self) -> str:
+        """PUBLIC_BASE_URL, defaulting to the local edge."""
+        return (self.public_base_url or f"http://127.0.0.1:{self.edge_port}").rstrip("/")
+
+    @property
+    def edge_cache_dir(self) -> Path:
+        return self.edge_disk_cache_dir or self.data_dir / "edge-cache"

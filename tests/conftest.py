@@ -1,0 +1,174 @@
+"""Real servers for the whole suite, started once: PostgreSQL, Valkey and SeaweedFS from
+their wheels (or the ones DATABASE_URL / REDIS_URL / S3_ENDPOINT name), then the API and the
+edge as real processes. Each test gets its own team; the worker is started by the tests that
+need it (some must see the system with it stopped, killed or restarted).
+
+The suite owns the servers it is given: it flushes Redis in one test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from cli.stack import filecdn_argv, stack_environment
+from shared import db, teams
+from shared.embedded import Supervisor, free_port, stop_process, tcp_open, wait_until
+from shared.resources import Resources, open_resources
+from shared.settings import Settings
+
+# Lowered so that expiry runs end to end in seconds; one test checks the real defaults.
+TEST_LIMITS = {
+    "EXPIRES_AFTER_MIN": "1",
+    "RECONCILE_INTERVAL": "2",
+    "EVENT_CLAIM_IDLE_MS": "1500",
+    # Below the upload limit, so that "too large to share" can be shown with a real upload.
+    "PUBLIC_URL_MAX_BYTES": str(12 * 1024 * 1024),
+}
+
+
+@dataclass
+class Stack:
+    env: dict[str, str]
+    settings: Settings
+    data_dir: Path
+    sup: Supervisor
+    api_url: str
+    edge_url: str
+    grpc_target: str
+    workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    def start_worker(self, **extra_env: str) -> subprocess.Popen[bytes]:
+        name = f"worker-{len(self.workers)}"
+        proc = self.sup.start(name, filecdn_argv("worker"), env={**self.env, **extra_env})
+        self.workers.append(proc)
+        return proc
+
+
+def _infra_env() -> dict[str, str]:
+    """The environment the suite runs in, minus stack settings a developer may have set."""
+    keep = {k: v for k, v in os.environ.items() if not k.startswith(("API_", "EDGE_", "GRPC_"))}
+    keep.pop("PUBLIC_BASE_URL", None)
+    keep.pop("DATA_DIR", None)
+    return keep
+
+
+@pytest.fixture(scope="session")
+def stack() -> Iterator[Stack]:
+    data_dir = Path(tempfile.mkdtemp(prefix="filecdn-test-"))
+    sup = Supervisor(data_dir / "logs")
+    try:
+        env = stack_environment(sup, data_dir, _infra_env(), test_mode=True)
+        api_port, grpc_port, edge_port = free_port(), free_port(), free_port()
+        env.update(TEST_LIMITS)
+        env.update(
+            {
+                "API_PORT": str(api_port),
+                "GRPC_PORT": str(grpc_port),
+                "EDGE_PORT": str(edge_port),
+                "PUBLIC_BASE_URL": f"http://127.0.0.1:{edge_port}",
+                "LOG_FORMAT": "json",
+                "EDGE_WORKERS": "2",
+            }
+        )
+        asyncio.run(db.migrate(env["DATABASE_URL"]))
+        sup.start("api", filecdn_argv("api"), env=env)
+        sup.start("edge", filecdn_argv("edge"), env=env)
+        wait_until(lambda: tcp_open("127.0.0.1", api_port), 60, "API")
+        wait_until(lambda: tcp_open("127.0.0.1", edge_port), 60, "edge")
+        settings = Settings.from_env(env)
+        yield Stack(
+            env,
+            settings,
+            data_dir,
+            sup,
+            f"http://127.0.0.1:{api_port}",
+            f"http://127.0.0.1:{edge_port}",
+            f"localhost:{grpc_port}",
+        )
+    finally:
+        sup.close()
+        for name in ("postgres", "valkey", "seaweedfs"):  # keep the logs, drop the data
+            shutil.rmtree(data_dir / name, ignore_errors=True)
+        print(f"\nfilecdn test logs: {data_dir / 'logs'}", file=sys.stderr)
+
+
+@pytest.fixture(scope="session")
+async def res(stack: Stack) -> AsyncIterator[Resources]:
+    """Direct access to the same PostgreSQL, Redis and S3, to check what tests cannot see."""
+    async with open_resources(stack.settings) as r:
+        yield r
+
+
+@dataclass
+class TeamKey:
+    team: teams.Team
+    key: str
+
+
+async def new_team(res: Resources) -> TeamKey:
+    team = await teams.create_team(res.db, f"team-{uuid.uuid4().hex[:12]}")
+    return TeamKey(team, await teams.create_key(res.db, team.name))
+
+
+@pytest.fixture
+async def team(res: Resources) -> TeamKey:
+    return await new_team(res)
+
+
+@pytest.fixture
+async def api(stack: Stack, team: TeamKey) -> AsyncIterator[aiohttp.ClientSession]:
+    """An HTTP client for the REST API, authenticated as this test's team."""
+    async with aiohttp.ClientSession(
+        base_url=stack.api_url, headers={"Authorization": f"Bearer {team.key}"}
+    ) as session:
+        yield session
+
+
+@pytest.fixture
+async def anon(stack: Stack) -> AsyncIterator[aiohttp.ClientSession]:
+    """An unauthenticated HTTP client (the API and, with full URLs, the edge)."""
+    async with aiohttp.ClientSession(base_url=stack.api_url) as session:
+        yield session
+
+
+@pytest.fixture
+def worker(stack: Stack) -> Iterator[WorkerHandle]:
+    handle = WorkerHandle(stack)
+    handle.start()
+    yield handle
+    handle.stop()
+
+
+class WorkerHandle:
+    """One worker process that a test can stop, kill and start again."""
+
+    def __init__(self, stack: Stack) -> None:
+        self.stack = stack
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, **extra_env: str) -> None:
+        self.proc = self.stack.start_worker(**extra_env)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop_process(self.proc)
+            self.proc = None
+
+    def kill(self) -> None:
+        if self.proc is not None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait()
+            self.proc = None

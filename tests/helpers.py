@@ -1,0 +1,107 @@
+"""Small helpers for tests: sample files, uploads, polling, and what is left in S3/Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import aiohttp
+
+from shared.resources import Resources
+from shared.teams import Team
+
+# The seed's PNG: a signature and 32 zero bytes.
+SEED_PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 32
+
+
+def png(size: int = 2048) -> bytes:
+    return (b"\x89PNG\r\n\x1a\n" + os.urandom(size))[:size]
+
+
+def jpeg(size: int = 2048) -> bytes:
+    return (b"\xff\xd8\xff\xe0" + os.urandom(size))[:size]
+
+
+def mp4(size: int = 4096) -> bytes:
+    return (b"\x00\x00\x00\x18ftypisom" + os.urandom(size))[:size]
+
+
+def pdf(size: int = 2048) -> bytes:
+    return (b"%PDF-1.7\n" + os.urandom(size))[:size]
+
+
+def form(
+    data: bytes,
+    filename: str = "a.png",
+    *,
+    before: dict[str, str] | None = None,
+    after: dict[str, str] | None = None,
+    content_type: str | None = None,
+) -> aiohttp.FormData:
+    """A multipart body with fields in the given order around the file part."""
+    fd = aiohttp.FormData(quote_fields=False)
+    for k, v in (before or {}).items():
+        fd.add_field(k, v)
+    fd.add_field(
+        "file", data, filename=filename, content_type=content_type or "application/octet-stream"
+    )
+    for k, v in (after or {}).items():
+        fd.add_field(k, v)
+    return fd
+
+
+async def upload(
+    api: aiohttp.ClientSession, data: bytes, filename: str = "a.png", **kw: Any
+) -> dict[str, Any]:
+    """Upload and return the file object; fails the test on any error status."""
+    async with api.post("/v1/files", data=form(data, filename, **kw)) as r:
+        body = await r.json()
+        assert r.status == 200, body
+        return body  # type: ignore[no-any-return]
+
+
+async def call(api: aiohttp.ClientSession, method: str, path: str, **kw: Any) -> tuple[int, Any]:
+    async with api.request(method, path, **kw) as r:
+        if r.content_type == "application/json":
+            return r.status, await r.json()
+        return r.status, await r.read()
+
+
+async def wait_for(
+    check: Callable[[], Awaitable[bool]], timeout: float = 15.0, what: str = "condition"
+) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if await check():
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+async def object_keys(res: Resources) -> set[str]:
+    return {k async for k, _ in res.storage.list_objects("objects/")}
+
+
+async def pending_multipart_uploads(res: Resources) -> int:
+    result = await res.storage.run_in_thread(
+        res.storage.client._list_multipart_uploads, res.storage.bucket
+    )
+    return len(result.uploads)
+
+
+async def team_rows(res: Resources, team: Team) -> int:
+    return int(await res.db.fetchval("SELECT count(*) FROM files WHERE team_id = $1", team.id))
+
+
+async def snapshot(res: Resources, team: Team) -> tuple[int, set[str], int, int]:
+    """What a rejected request must not change: rows, objects, open uploads, queued jobs."""
+    jobs = await res.redis.zcard(res.settings.arq_queue_name)
+    return (
+        await team_rows(res, team),
+        await object_keys(res),
+        await pending_multipart_uploads(res),
+        jobs,
+    )

@@ -1,0 +1,160 @@
+"""`filecdn run` (what `make run` starts): the whole stack from nothing, the README's curl
+walk-through against it, Ctrl-C leaving no process behind, and data surviving a restart."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from shared.embedded import free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def walkthrough() -> str:
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split("<!-- walkthrough:start -->")[1].split("<!-- walkthrough:end -->")[0]
+    return block.split("```sh\n", 1)[1].rsplit("```", 1)[0]
+
+
+class RunningStack:
+    def __init__(self, data_dir: Path, env: dict[str, str]) -> None:
+        self.data_dir = data_dir
+        self.env = env
+        self.log = data_dir.parent / f"run-{time.monotonic_ns()}.log"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "cli", "run"],
+            env=env,
+            cwd=ROOT,
+            stdout=self.log.open("wb"),
+            stderr=subprocess.STDOUT,
+        )
+        self.api = f"http://127.0.0.1:{env['API_PORT']}"
+
+    def wait_ready(self, timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"filecdn run exited:\n{self.log.read_text()}")
+            if "filecdn is running" in self.log.read_text():
+                return
+            time.sleep(0.3)
+        raise AssertionError(f"filecdn run not ready:\n{self.log.read_text()}")
+
+    def descendants(self) -> list[psutil.Process]:
+        return psutil.Process(self.proc.pid).children(recursive=True)
+
+    def interrupt(self) -> list[psutil.Process]:
+        """Ctrl-C, as a terminal sends it; returns the processes that were running."""
+        before = self.descendants()
+        self.proc.send_signal(signal.SIGINT)
+        self.proc.wait(60)
+        return before
+
+
+@pytest.fixture
+def run_env() -> Iterator[tuple[Path, dict[str, str]]]:
+    work = Path(tempfile.mkdtemp(prefix="filecdn-run-"))
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("DATABASE_URL", "REDIS_URL", "S3_ENDPOINT", "PAGINATION_SECRET")
+    }
+    env.update(
+        DATA_DIR=str(work / "data"),
+        API_PORT=str(free_port()),
+        GRPC_PORT=str(free_port()),
+        EDGE_PORT=str(free_port()),
+        LOG_FORMAT="json",
+    )
+    yield work, env
+
+
+def test_run_serves_the_readme_walkthrough_and_ctrl_c_leaves_nothing(
+    run_env: tuple[Path, dict[str, str]],
+) -> None:
+    work, env = run_env
+    stack = RunningStack(Path(env["DATA_DIR"]), env)
+    try:
+        stack.wait_ready()
+        banner = stack.log.read_text()
+        key = (Path(env["DATA_DIR"]) / "demo-api-key").read_text().strip()
+        assert key in banner and stack.api in banner
+        script = (
+            walkthrough()
+            .replace("http://127.0.0.1:8000", stack.api)
+            .replace(".filecdn/demo-api-key", str(Path(env["DATA_DIR"]) / "demo-api-key"))
+        )
+        done = subprocess.run(
+            ["bash", "-euo", "pipefail", "-c", script],
+            cwd=work,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        # The revoked URL's status, printed by the last curl before the delete.
+        assert re.search(r'"revoked": ?true[^\n]*\}404$', done.stdout, re.M), done.stdout
+        assert '"deleted": true' in done.stdout.replace('"deleted":true', '"deleted": true')
+    finally:
+        running = stack.interrupt() if stack.proc.poll() is None else []
+    assert stack.proc.returncode == 0, stack.log.read_text()
+    assert len(running) >= 6  # postgres, valkey, weed, api, worker, edge (+ their children)
+    time.sleep(0.5)
+    alive = [p for p in running if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    assert not alive, [p.cmdline() for p in alive]
+
+
+def test_run_keeps_data_and_key_across_restarts(run_env: tuple[Path, dict[str, str]]) -> None:
+    _, env = run_env
+    first = RunningStack(Path(env["DATA_DIR"]), env)
+    try:
+        first.wait_ready()
+        key = (Path(env["DATA_DIR"]) / "demo-api-key").read_text().strip()
+        file_id = _upload(first.api, key)
+    finally:
+        first.interrupt()
+    second = RunningStack(Path(env["DATA_DIR"]), env)
+    try:
+        second.wait_ready()
+        assert (Path(env["DATA_DIR"]) / "demo-api-key").read_text().strip() == key
+        assert "(new)" not in second.log.read_text()
+        req = urllib.request.Request(
+            f"{second.api}/v1/files/{file_id}/content", headers={"Authorization": f"Bearer {key}"}
+        )
+        with urllib.request.urlopen(req, timeout=10) as r:
+            assert r.read() == b"survives a restart"
+    finally:
+        second.interrupt()
+
+
+def _upload(api: str, key: str) -> str:
+    boundary = "b0undary"
+    body = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="s.txt"'
+        f"\r\n\r\nsurvives a restart\r\n--{boundary}--\r\n"
+    ).encode()
+    req = urllib.request.Request(
+        f"{api}/v1/files",
+        data=body,
+        method="POST",
+        headers={
+            "Authorization": f"Bearer {key}",
+            "Content-Type": f"multipart/form-data; boundary={boundary}",
+        },
+    )
+    with urllib.request.urlopen(req, timeout=10) as r:
+        m = re.search(rb'"id": ?"(file_[^"]+)"', r.read())
+    assert m
+    return m.group(1).decode()

@@ -1,0 +1,130 @@
+"""The file-event consumer: a Redis Streams consumer group, at-least-once.
+
+Handlers are idempotent and check PostgreSQL before acting, so redelivery after a crash
+(pending entries are reclaimed with XAUTOCLAIM once idle) never does harm: each object is
+deleted, and counted, once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+
+import structlog
+from redis.exceptions import RedisError, ResponseError
+
+from shared import events, metrics, public_urls
+from shared.resources import Resources
+
+log = structlog.get_logger(__name__)
+
+_BATCH = 32
+_BLOCK_MS = 1000
+
+
+def consumer_name() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+async def ensure_group(res: Resources) -> None:
+    try:
+        # From "0": events published before the group existed (or after Redis lost it) count.
+        await res.redis.xgroup_create(events.STREAM, events.GROUP, id="0", mkstream=True)
+    except ResponseError as exc:
+        if "BUSYGROUP" not in str(exc):
+            raise
+
+
+async def handle(res: Resources, event: events.FileEvent) -> None:
+    if event.type != events.FILE_DELETED:
+        log.warning("unknown event type ignored", type=event.type)
+        return
+    async with res.db.acquire() as conn, conn.transaction():
+        row = await conn.fetchrow(
+            "SELECT deleted_at, object_deleted_at FROM files WHERE id = $1 FOR UPDATE",
+            event.file_id,
+        )
+        if row is None or row["deleted_at"] is None or row["object_deleted_at"] is not None:
+            return  # stray, or already handled
+        # Normally done by the API already; the expiry path and old events rely on it here.
+        await public_urls.revoke_locked(res, conn, event.file_id, reason="deleted")
+        await res.storage.delete(event.object_key)
+        await conn.execute(
+            "UPDATE files SET object_deleted_at = now() WHERE id = $1", event.file_id
+        )
+    await metrics.count(res, "objects.deleted")
+    log.info("object deleted", file_id=event.file_id, reason=event.reason)
+
+
+async def _process(res: Resources, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> int:
+    done = 0
+    for entry_id, fields in entries:
+        try:
+            event = events.FileEvent.from_fields(fields)
+        except (KeyError, ValueError, UnicodeDecodeError):
+            log.error("malformed event dropped", entry_id=entry_id)
+        else:
+            await handle(res, event)  # an exception leaves the entry pending: retried later
+        await res.redis.xack(events.STREAM, events.GROUP, entry_id)
+        done += 1
+    return done
+
+
+async def consume(res: Resources, name: str, stop: asyncio.Event) -> None:
+    """Consume until stopped: own pending entries first, then idle ones of dead consumers."""
+    claim_idle = res.settings.event_claim_idle_ms
+    next_claim = 0.0
+    while not stop.is_set():
+        try:
+            await ensure_group(res)
+            loop = asyncio.get_running_loop()
+            if loop.time() >= next_claim:
+                next_claim = loop.time() + claim_idle / 1000 / 2
+                await _reclaim(res, name, claim_idle)
+            reply = await res.redis.xreadgroup(
+                events.GROUP, name, {events.STREAM: ">"}, count=_BATCH, block=_BLOCK_MS
+            )
+            for _, entries in reply or []:
+                await _process(res, entries)
+        except asyncio.CancelledError:
+            raise
+        except (RedisError, OSError) as exc:
+            log.warning("event consumer waiting for redis", error=str(exc))
+            await asyncio.sleep(1)
+        except Exception:
+            log.exception("event handling failed; will retry")
+            await asyncio.sleep(1)
+
+
+_FORGET_CONSUMER_MS = 3600_000
+
+
+async def _forget_dead_consumers(res: Resources, name: str) -> None:
+    """Each worker process is a consumer; drop those long gone with nothing pending."""
+    for c in await res.redis.xinfo_consumers(events.STREAM, events.GROUP):
+        cname = c["name"].decode() if isinstance(c["name"], bytes) else c["name"]
+        if cname != name and c["pending"] == 0 and c["idle"] > _FORGET_CONSUMER_MS:
+            await res.redis.xgroup_delconsumer(events.STREAM, events.GROUP, cname)
+
+
+async def _reclaim(res: Resources, name: str, claim_idle: int) -> None:
+    # Our own pending entries (a restart with the same name), then everyone's idle ones.
+    own = await res.redis.xreadgroup(events.GROUP, name, {events.STREAM: "0"}, count=_BATCH)
+    for _, entries in own or []:
+        await _process(res, entries)
+    start = "0-0"
+    while True:
+        start, claimed, *_ = await res.redis.xautoclaim(
+            events.STREAM,
+            events.GROUP,
+            name,
+            min_idle_time=claim_idle,
+            start_id=start,
+            count=_BATCH,
+        )
+        if claimed:
+            await _process(res, claimed)
+        if start in (b"0-0", "0-0"):
+            break
+    await _forget_dead_consumers(res, name)

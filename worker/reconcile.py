@@ -1,0 +1,244 @@
+"""Reconcile: rebuild Redis projections from PostgreSQL and sweep orphaned objects.
+
+Runs every RECONCILE_INTERVAL, and at once when Redis comes back empty (its epoch key is
+gone). Every step is idempotent and safe beside the API and other workers:
+- cache entries are restored only for live rows, under `FOR SHARE` of the file row, so a
+  concurrent revoke (which holds `FOR UPDATE`) is never overtaken;
+- entries are removed only for tokens whose row is committed as revoked, or that have had
+  no row at all for two passes (a create that failed after writing its entry);
+- overdue URLs and files are retired directly (their jobs may have been lost);
+- objects are deleted only for rows marked deleted, or with no row after a grace period
+  (an upload in progress has no row yet).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+import structlog
+from redis.exceptions import RedisError
+
+from shared import events, files, public_urls, scheduling, token_cache
+from shared.resources import Resources
+from worker import events as event_consumer
+
+log = structlog.get_logger(__name__)
+
+EPOCH_KEY = "filecdn:epoch"
+_BATCH = 500
+
+
+@dataclass
+class Reconciler:
+    res: Resources
+    orphan_candidates: set[str] = field(default_factory=set)
+    next_sweep: float = 0.0
+
+    async def redis_was_emptied(self) -> bool:
+        return not await self.res.redis.exists(EPOCH_KEY)
+
+    async def run_once(self, *, full: bool) -> dict[str, int]:
+        """One pass; `full` also re-creates every job and the consumer group."""
+        stats = {
+            "cache_restored": await self.restore_cache(),
+            "cache_removed": await self.remove_dead_entries(),
+            "urls_expired": await self.expire_overdue_urls(),
+            "files_expired": await self.expire_overdue_files(),
+            "objects_finished": await self.finish_lost_deletions(),
+        }
+        if full or time.monotonic() >= self.next_sweep:
+            self.next_sweep = time.monotonic() + self.res.settings.sweep_interval_seconds
+            stats["objects_swept"] = await self.sweep_orphans()
+        if full:
+            await event_consumer.ensure_group(self.res)
+            stats["jobs_scheduled"] = await self.reschedule_jobs()
+        await self.res.redis.set(EPOCH_KEY, str(int(time.time())))
+        return stats
+
+    async def restore_cache(self) -> int:
+        restored = 0
+        last_id = 0
+        while True:
+            async with self.res.db.acquire() as conn, conn.transaction():
+                rows = await conn.fetch(
+                    """SELECT u.id AS url_id, u.token, u.expires_at AS url_expires_at,
+                              u.version, f.id, f.bytes, f.sniffed_type, f.sha256,
+                              f.object_key, f.created_at
+                         FROM public_urls u JOIN files f ON f.id = u.file_id
+                        WHERE u.id > $1 AND u.revoked_at IS NULL
+                          AND (u.expires_at IS NULL OR u.expires_at > now())
+                          AND f.deleted_at IS NULL
+                        ORDER BY u.id LIMIT $2
+                          FOR SHARE OF f SKIP LOCKED""",
+                    last_id,
+                    _BATCH,
+                )
+                if not rows:
+                    return restored
+                last_id = rows[-1]["url_id"]
+                pipe = self.res.redis.pipeline(transaction=False)
+                for r in rows:
+                    pipe.exists(token_cache.key(r["token"]))
+                present = await pipe.execute()
+                for r, there in zip(rows, present, strict=True):
+                    if not there:
+                        url_row = {"expires_at": r["url_expires_at"], "version": r["version"]}
+                        record = public_urls.record_for(r, url_row)
+                        await token_cache.put(self.res.redis, r["token"], record)
+                        restored += 1
+            if len(rows) < _BATCH:
+                return restored
+
+    async def remove_dead_entries(self) -> int:
+        removed = 0
+        seen_orphans: set[str] = set()
+        async for batch in _scan_tokens(self.res):
+            rows = await self.res.db.fetch(
+                """SELECT token, revoked_at IS NOT NULL
+                          OR (expires_at IS NOT NULL AND expires_at <= now()) AS dead
+                     FROM public_urls WHERE token = ANY($1::text[])""",
+                batch,
+            )
+            known = {r["token"]: r["dead"] for r in rows}
+            doomed = [t for t in batch if known.get(t)]
+            for t in batch:
+                if t not in known:
+                    if t in self.orphan_candidates:
+                        doomed.append(t)
+                    else:
+                        seen_orphans.add(t)
+            await token_cache.delete(self.res.redis, *doomed)
+            removed += len(doomed)
+        self.orphan_candidates = seen_orphans
+        return removed
+
+    async def expire_overdue_urls(self) -> int:
+        rows = await self.res.db.fetch(
+            """SELECT id, version FROM public_urls
+                WHERE revoked_at IS NULL AND expires_at <= now() LIMIT 1000"""
+        )
+        for r in rows:
+            await public_urls.expire(self.res, r["id"], r["version"])
+        return len(rows)
+
+    async def expire_overdue_files(self) -> int:
+        rows = await self.res.db.fetch(
+            "SELECT id FROM files WHERE deleted_at IS NULL AND expires_at <= now() LIMIT 1000"
+        )
+        count = 0
+        for r in rows:
+            count += await files.expire_file(self.res, r["id"])
+        return count
+
+    async def finish_lost_deletions(self) -> int:
+        """Deleted rows whose object is still there a minute later: their event was lost."""
+        swept = 0
+        pending = await self.res.db.fetch(
+            """SELECT id, object_key, team_id, delete_reason FROM files
+                WHERE deleted_at IS NOT NULL AND object_deleted_at IS NULL
+                  AND deleted_at < now() - interval '1 minute' LIMIT 1000"""
+        )
+        for r in pending:
+            event = events.FileEvent(
+                events.FILE_DELETED,
+                r["id"],
+                r["object_key"],
+                r["team_id"],
+                r["delete_reason"] or "deleted",
+            )
+            await event_consumer.handle(self.res, event)
+            swept += 1
+        return swept
+
+    async def sweep_orphans(self) -> int:
+        """Objects with no row at all, older than the grace period."""
+        swept = 0
+        cutoff = datetime.now(UTC) - timedelta(seconds=self.res.settings.sweep_grace_seconds)
+        batch: list[tuple[str, datetime | None]] = []
+        async for key, modified in self.res.storage.list_objects("objects/"):
+            batch.append((key, modified))
+            if len(batch) >= _BATCH:
+                swept += await self._sweep_batch(batch, cutoff)
+                batch = []
+        if batch:
+            swept += await self._sweep_batch(batch, cutoff)
+        return swept
+
+    async def _sweep_batch(self, batch: list[tuple[str, datetime | None]], cutoff: datetime) -> int:
+        keys = [k for k, modified in batch if modified is not None and modified < cutoff]
+        if not keys:
+            return 0
+        rows = await self.res.db.fetch(
+            "SELECT object_key FROM files WHERE object_key = ANY($1::text[])", keys
+        )
+        with_row = {r["object_key"] for r in rows}
+        orphans = [k for k in keys if k not in with_row]
+        for k in orphans:
+            await self.res.storage.delete(k)
+            log.info("orphan object swept", key=k)
+        return len(orphans)
+
+    async def reschedule_jobs(self) -> int:
+        """After Redis lost its data: a job for every live deadline (ids make it idempotent)."""
+        n = 0
+        for r in await self.res.db.fetch(
+            """SELECT id, version, expires_at FROM public_urls
+                WHERE revoked_at IS NULL AND expires_at IS NOT NULL"""
+        ):
+            n += await scheduling.schedule_url_expiry(
+                self.res, r["id"], r["version"], r["expires_at"]
+            )
+        for r in await self.res.db.fetch(
+            "SELECT id, expires_at FROM files WHERE deleted_at IS NULL AND expires_at IS NOT NULL"
+        ):
+            n += await scheduling.schedule_file_expiry(self.res, r["id"], r["expires_at"])
+        return n
+
+
+async def _scan_tokens(res: Resources) -> AsyncIterator[list[str]]:
+    batch: list[str] = []
+    async for raw in res.redis.scan_iter(match=token_cache.KEY_PREFIX + "*", count=_BATCH):
+        batch.append(raw.decode()[len(token_cache.KEY_PREFIX) :])
+        if len(batch) >= _BATCH:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+async def loop(res: Resources, stop: asyncio.Event) -> None:
+    """Reconcile every interval; check each second whether Redis came back empty."""
+    reconciler = Reconciler(res)
+    interval = res.settings.reconcile_interval
+    next_run = 0.0
+    first = True
+    while not stop.is_set():
+        try:
+            now = asyncio.get_running_loop().time()
+            emptied = await reconciler.redis_was_emptied()
+            if emptied or now >= next_run:
+                # Per-pass lock: several workers need not all do the same work at once.
+                if (
+                    await res.redis.set(
+                        "filecdn:reconcile:lock", "1", nx=True, px=int(interval * 1000)
+                    )
+                    or emptied
+                ):
+                    stats = await reconciler.run_once(full=emptied or first)
+                    if any(stats.values()):
+                        log.info("reconciled", **stats)
+                first = False
+                next_run = now + interval
+        except asyncio.CancelledError:
+            raise
+        except (RedisError, OSError) as exc:
+            log.warning("reconcile waiting for redis", error=str(exc))
+        except Exception:
+            log.exception("reconcile pass failed")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=1.0)
