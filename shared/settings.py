@@ -67,6 +67,9 @@ class Settings(BaseSettings):
     edge_disk_cache_dir: Path | None = None
     edge_s3_timeout: float = Field(default=10.0, gt=0)
     edge_redis_timeout: float = Field(default=2.0, gt=0)
+    edge_metrics: bool = True  # per-minute counters in Redis, written once a second
+    edge_access_log: bool = False  # one JSON line per request (tokens shortened to 4 chars)
+    edge_keepalive_timeout: float = Field(default=75.0, gt=0)
 
     # Operations.
     redis_timeout: float = Field(default=5.0, gt=0)  # a hung Redis fails requests (503)
