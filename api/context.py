@@ -8,7 +8,7 @@ from shared.resources import Resources
 from shared.teams import Team
 
 RESOURCES = web.AppKey("resources", Resources)
-_TEAM = "filecdn.team"
+_TEAM = web.RequestKey("team", Team)
 
 
 def resources(request: web.Request) -> Resources:
@@ -16,8 +16,7 @@ def resources(request: web.Request) -> Resources:
 
 
 def team(request: web.Request) -> Team:
-    found: Team = request[_TEAM]
-    return found
+    return request[_TEAM]
 
 
 def set_team(request: web.Request, value: Team) -> None:

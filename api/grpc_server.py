@@ -34,12 +34,12 @@ _S3_READ = 256 * 1024
 # `limit` 0 is proto3's "unset": the contract's default, as REST without `limit`.
 DEFAULT_LIMIT = 100
 
-_SORT_BY = {
+_SORT_BY: dict[int, files.SortBy] = {
     files_pb2.FILES_SORT_BY_CREATED_AT: "created_at",
     files_pb2.FILES_SORT_BY_FILENAME: "filename",
     files_pb2.FILES_SORT_BY_SIZE: "size",
 }
-_ORDER = {files_pb2.ASCENDING: "asc", files_pb2.DESCENDING: "desc"}
+_ORDER: dict[int, files.Order] = {files_pb2.ASCENDING: "asc", files_pb2.DESCENDING: "desc"}
 _FORMAT = {
     files_pb2.DOWNLOAD_FORMAT_UNKNOWN: None,
     files_pb2.DOWNLOAD_FORMAT_ORIGINAL: "original",
@@ -79,7 +79,7 @@ def list_query(request: Any) -> files.ListQuery:
         raise InvalidArgument(f"limit must not be negative, got {request.limit}")
     if request.order not in _ORDER:
         raise InvalidArgument(f"order must be ASCENDING or DESCENDING, got {request.order}")
-    sort_by = "created_at"
+    sort_by: files.SortBy = "created_at"
     if request.HasField("sort_by"):
         if request.sort_by not in _SORT_BY:
             raise InvalidArgument(f"sort_by must be a FilesSortBy value, got {request.sort_by}")
@@ -88,8 +88,8 @@ def list_query(request: Any) -> files.ListQuery:
     flt = request.filter if request.HasField("filter") else ""
     return files.ListQuery(
         limit=request.limit or DEFAULT_LIMIT,
-        order=_ORDER[request.order],  # type: ignore[arg-type]
-        sort_by=sort_by,  # type: ignore[arg-type]
+        order=_ORDER[request.order],
+        sort_by=sort_by,
         filter=flt or None,
         pagination_token=token or None,
     )
@@ -200,7 +200,7 @@ def _settle(task: asyncio.Task[Any]) -> None:
 # --- the service ----------------------------------------------------------------------------
 
 
-class FilesService(files_pb2_grpc.FilesServicer):  # type: ignore[misc]
+class FilesService(files_pb2_grpc.FilesServicer):  # type: ignore[misc]  # xai_sdk is untyped
     """The seven RPCs of `xai_api.Files`; every one authenticates first."""
 
     def __init__(self, res: Resources) -> None:

@@ -113,14 +113,14 @@ def _list_query(request: web.Request) -> files.ListQuery:
             raise InvalidArgument("limit must be an integer") from None
     order = q.get("order", "desc").lower()
     sort_by = q.get("sort_by", "created_at").lower()
-    if order not in ("asc", "desc"):
+    if not files.is_order(order):
         raise InvalidArgument(f"order must be asc or desc, got {q['order']!r}")
-    if sort_by not in files.SORT_COLUMNS:
+    if not files.is_sort_by(sort_by):
         raise InvalidArgument(f"sort_by must be created_at, filename or size, got {q['sort_by']!r}")
     return files.ListQuery(
         limit=limit,
-        order=order,  # type: ignore[arg-type]
-        sort_by=sort_by,  # type: ignore[arg-type]
+        order=order,
+        sort_by=sort_by,
         filter=q.get("filter") or None,
         purpose=q.get("purpose") or None,
         pagination_token=q.get("pagination_token") or None,

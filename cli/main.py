@@ -108,7 +108,7 @@ def metrics(minutes: int, as_json: bool) -> None:
     from rich.table import Table
 
     from shared import metrics as counters
-    from shared.resources import create_redis
+    from shared.redis_client import create_redis
 
     settings = _settings("metrics")
 

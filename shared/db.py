@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from importlib import resources as importlib_resources
 
 import asyncpg
-from asyncpg.pool import PoolConnectionProxy
 import structlog
+from asyncpg.pool import PoolConnectionProxy
 
 from shared.settings import Settings
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
+from redis.typing import EncodableT, FieldT
 
 STREAM = "filecdn:events"
 GROUP = "filecdn-worker"
@@ -24,7 +25,7 @@ class FileEvent:
     team_id: int
     reason: str
 
-    def fields(self) -> dict[str, str]:
+    def fields(self) -> dict[FieldT, EncodableT]:
         return {
             "type": self.type,
             "file_id": self.file_id,
@@ -40,5 +41,5 @@ class FileEvent:
 
 
 async def publish(redis: aioredis.Redis, event: FileEvent) -> str:
-    entry_id = await redis.xadd(STREAM, event.fields(), maxlen=_MAXLEN, approximate=True)  # type: ignore[arg-type]
+    entry_id = await redis.xadd(STREAM, event.fields(), maxlen=_MAXLEN, approximate=True)
     return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)

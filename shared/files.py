@@ -10,15 +10,15 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, TypeGuard, get_args
 
 import asyncpg
 import structlog
 
 from shared import events, ids, metrics, pagination, public_urls, scheduling, sniff
+from shared.db import Connection
 from shared.errors import FailedPrecondition, InvalidArgument, NotFound, PayloadTooLarge
 from shared.filters import compile_filter
-from shared.db import Connection
 from shared.resources import Resources
 from shared.settings import Settings
 from shared.storage import ObjectWriter
@@ -34,6 +34,17 @@ SORT_COLUMNS: dict[str, str] = {
     "size": "f.bytes",
 }
 _MAX_FILENAME = 1024
+
+
+def is_order(value: str) -> TypeGuard[Order]:
+    """True for a valid list order; lets a transport hand a checked string to `ListQuery`."""
+    return value in get_args(Order)
+
+
+def is_sort_by(value: str) -> TypeGuard[SortBy]:
+    """True for a valid sort key (one with a whitelisted column)."""
+    return value in SORT_COLUMNS
+
 
 # The live URL of a file, if any: not revoked and not past its deadline.
 _SELECT = """
@@ -151,8 +162,8 @@ class Upload:
                                       sniffed_type, sha256, object_key, expires_at)
                    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9,
                            date_trunc('second', now() + make_interval(secs => $10::bigint)))
-                   RETURNING id, team_id, filename, purpose, bytes AS size, content_type, sniffed_type,
-                             sha256, object_key, created_at, expires_at,
+                   RETURNING id, team_id, filename, purpose, bytes AS size, content_type,
+                             sniffed_type, sha256, object_key, created_at, expires_at,
                              NULL::text AS url_token, NULL::timestamptz AS url_expires_at""",
                 self.file_id,
                 self._team.id,

@@ -21,8 +21,8 @@ import asyncpg
 import structlog
 
 from shared import ids, metrics, scheduling, sniff, token_cache
-from shared.errors import InvalidArgument, NotFound, QuotaExceeded
 from shared.db import Connection
+from shared.errors import InvalidArgument, NotFound, QuotaExceeded
 from shared.resources import Resources
 from shared.settings import Settings
 from shared.teams import Team

@@ -15,6 +15,7 @@ import redis.asyncio as aioredis
 from arq.connections import ArqRedis
 
 from shared import db
+from shared.redis_client import create_redis
 from shared.settings import Settings
 from shared.storage import Storage
 
@@ -38,18 +39,6 @@ class Resources:
         if self._arq is None:
             raise RuntimeError("this process was opened without the job queue")
         return self._arq
-
-
-def create_redis(settings: Settings, *, timeout: float | None = None) -> aioredis.Redis:
-    if not settings.redis_url:
-        raise RuntimeError("REDIS_URL is not set")
-    client: aioredis.Redis = aioredis.Redis.from_url(
-        settings.redis_url,
-        socket_timeout=timeout,
-        socket_connect_timeout=timeout or 5,
-        health_check_interval=30,
-    )
-    return client
 
 
 @contextlib.asynccontextmanager

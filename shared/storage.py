@@ -21,8 +21,8 @@ from urllib.parse import urlsplit
 import aiohttp
 from minio import Minio
 from minio.datatypes import CompleteMultipartUploadResult, Part
-from minio.helpers import ObjectWriteResult
 from minio.error import S3Error
+from minio.helpers import ObjectWriteResult
 
 from shared.settings import Settings
 
