@@ -8,9 +8,10 @@ before any cached byte is sent.
 The disk cache is shared by every edge process on the machine: files are written to a
 temporary name and renamed into place (readers see whole files or nothing), recency is the
 file's mtime (touched on use, at most every few seconds), and whoever finds the directory
-over its bound deletes the oldest files, tolerating files that vanish under it. Cached
-files are mapped into memory and handed to the socket as views of the page cache: no read
-copy, no Python per chunk, and the transport's own back-pressure.
+over its bound deletes the oldest files, tolerating files that vanish under it. A cached
+file is opened per request and handed to the socket with sendfile(2): the bytes go from the
+page cache to the socket without passing through Python. A file deleted (evicted) while a
+response is reading it stays readable until that response closes it.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import mmap
+import io
 import os
 import secrets
 import time
@@ -34,7 +35,7 @@ _STALE_TMP_SECONDS = 3600.0  # a temporary file this old was left by a crashed p
 _TOUCH_EVERY = 5.0  # seconds between mtime updates of a file in use
 _TRIM_EVERY = 30.0  # seconds between scans that learn what other processes added
 _TRIM_TO = 0.9  # trimming goes a little below the bound so it does not run on every add
-_MAX_MAPS = 256  # open mappings per process (address space, not memory)
+_MAX_TOUCHED = 4096  # names whose last mtime update this process remembers
 
 
 class MemoryCache:
@@ -83,15 +84,6 @@ def _name(object_key: str, etag: str) -> str:
 
 def _key_prefix(object_key: str) -> str:
     return hashlib.sha256(object_key.encode()).hexdigest()[:32] + "-"
-
-
-class _Mapped:
-    __slots__ = ("map", "name", "touched")
-
-    def __init__(self, name: str, mapped: mmap.mmap, touched: float) -> None:
-        self.name = name
-        self.map = mapped
-        self.touched = touched
 
 
 class DiskWriter:
@@ -157,7 +149,7 @@ class DiskCache:
         self.max_bytes = max_bytes
         self.object_max = min(object_max, max_bytes // 4)
         self.estimate = 0  # bytes in the directory, as of the last scan plus our own adds
-        self._maps: OrderedDict[tuple[str, str], _Mapped] = OrderedDict()
+        self._touched: dict[str, float] = {}
         self._filling: set[str] = set()
         self._trimming: asyncio.Task[None] | None = None
         if self.object_max > 0:
@@ -166,48 +158,32 @@ class DiskCache:
     def admits(self, size: int) -> bool:
         return 0 < size <= self.object_max
 
-    def get(self, object_key: str, etag: str, size: int) -> mmap.mmap | None:
-        """The object's bytes mapped read-only, or None if this machine has no copy."""
-        key = (object_key, etag)
-        hit = self._maps.get(key)
-        now = time.monotonic()
-        if hit is not None:
-            if now - hit.touched < _TOUCH_EVERY:
-                self._maps.move_to_end(key)
-                return hit.map
-            # Mark it recently used for every process's LRU; gone means another process
-            # evicted it: drop our mapping too, so the space really comes back.
-            try:
-                os.utime(self.directory / hit.name)
-            except OSError:
-                del self._maps[key]
-                return None
-            hit.touched = now
-            self._maps.move_to_end(key)
-            return hit.map
+    def open(self, object_key: str, etag: str, size: int) -> io.FileIO | None:
+        """This machine's copy of the object, opened for reading, or None if it has none."""
         if not self.admits(size):
             return None
         name = _name(object_key, etag)
+        path = self.directory / name
         try:
-            fd = os.open(self.directory / name, os.O_RDONLY)
+            f = io.FileIO(path, "r")
         except OSError:
             return None
         try:
-            if os.fstat(fd).st_size != size:
+            if os.fstat(f.fileno()).st_size != size:
+                f.close()
                 return None
-            mapped = mmap.mmap(fd, size, prot=mmap.PROT_READ)
-        except (OSError, ValueError):
+        except OSError:
+            f.close()
             return None
-        finally:
-            os.close(fd)
-        with contextlib.suppress(OSError):
-            os.utime(self.directory / name)
-        self._maps[key] = _Mapped(name, mapped, now)
-        if len(self._maps) > _MAX_MAPS:
-            # Not closed here: a response may still be sending from it. The mapping goes
-            # away with its last view.
-            self._maps.popitem(last=False)
-        return mapped
+        now = time.monotonic()
+        if now - self._touched.get(name, 0.0) >= _TOUCH_EVERY:
+            # Mark it recently used for every process's LRU (the directory is shared).
+            with contextlib.suppress(OSError):
+                os.utime(path)
+            if len(self._touched) >= _MAX_TOUCHED:
+                self._touched.clear()
+            self._touched[name] = now
+        return f
 
     def writer(self, object_key: str, etag: str, size: int) -> DiskWriter | None:
         """A writer for a copy of this object, unless one is being written by this process."""
@@ -252,15 +228,9 @@ class DiskCache:
 
     async def evict(self, object_key: str) -> int:
         """Forget every copy of an object (all ETags); returns the files deleted."""
-        for key in [k for k in self._maps if k[0] == object_key]:
-            del self._maps[key]
         if self.object_max <= 0:
             return 0
         return await asyncio.to_thread(_unlink_prefix, self.directory, _key_prefix(object_key))
-
-    @property
-    def mapped(self) -> int:
-        return len(self._maps)
 
 
 def _trim(directory: Path, max_bytes: int) -> int:

@@ -19,13 +19,12 @@ import redis.asyncio as aioredis
 import structlog
 from redis.exceptions import RedisError
 
-from cdn_edge.http import Request
 from shared import metrics as buckets
 
 log = structlog.get_logger(__name__)
 
 BOUNDS_MS = (1, 2, 5, 10, 25, 50, 100, 250, 500, 1000)
-_LE = tuple(f"edge.latency_ms.le_{b}" for b in BOUNDS_MS) + ("edge.latency_ms.le_inf",)
+_LE = (*(f"edge.latency_ms.le_{b}" for b in BOUNDS_MS), "edge.latency_ms.le_inf")
 _CACHE = {
     "memory": "edge.cache.memory_hits",
     "disk": "edge.cache.disk_hits",
@@ -44,19 +43,23 @@ class EdgeMetrics:
         self.latency_sum_ms = 0.0  # since start, for GET /metrics (not in Redis)
         self.dropped = 0
 
-    def record(self, req: Request) -> None:
-        """Count one finished request (the hot path: a few dict operations)."""
+    def record(self, status: int, sent: int, cache: str | None, started: float) -> None:
+        """Count one finished request (the hot path: a few dict operations).
+
+        `cache` is "memory", "disk" or "miss" when content was sent; `started` is the
+        request's `time.perf_counter()`.
+        """
         c = self._counts
-        key = self._status_keys.get(req.status)
+        key = self._status_keys.get(status)
         if key is None:
-            key = self._status_keys[req.status] = f"edge.requests.{req.status}"
+            key = self._status_keys[status] = f"edge.requests.{status}"
         c[key] = c.get(key, 0) + 1
-        if req.sent:
-            c["edge.bytes"] = c.get("edge.bytes", 0) + req.sent
-        if req.cache is not None:
-            name = _CACHE[req.cache]
+        if sent:
+            c["edge.bytes"] = c.get("edge.bytes", 0) + sent
+        if cache is not None:
+            name = _CACHE[cache]
             c[name] = c.get(name, 0) + 1
-        ms = (time.perf_counter() - req.started) * 1000.0
+        ms = (time.perf_counter() - started) * 1000.0
         self.latency_sum_ms += ms
         self._latency[bisect.bisect_left(BOUNDS_MS, ms)] += 1
         self._requests += 1
@@ -66,23 +69,26 @@ class EdgeMetrics:
         counts, self._counts = self._counts, {}
         latency, self._latency = self._latency, [0] * len(_LE)
         requests, self._requests = self._requests, 0
-        running = 0
-        for name, n in zip(_LE, latency, strict=True):
-            running += n
-            if running:
-                counts[name] = running
+        counts.update(_cumulative(latency))
         for name, n in counts.items():
             self.totals[name] = self.totals.get(name, 0) + n
         return counts, requests
 
-    async def flush(self, redis: aioredis.Redis, retention: int, timeout: float) -> None:
+    def current(self) -> dict[str, int]:
+        """Totals since start, including what the next flush has not taken yet."""
+        now = dict(self.totals)
+        for name, n in (*self._counts.items(), *_cumulative(self._latency).items()):
+            now[name] = now.get(name, 0) + n
+        return now
+
+    async def flush(self, redis: aioredis.Redis, retention: int, redis_wait: float) -> None:
         counts, requests = self.take()
         if self.dropped:
             counts["edge.metrics.dropped"] = self.dropped
         if not counts:
             return
         try:
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout(redis_wait):
                 await buckets.add(redis, counts, retention)
         except (RedisError, OSError, TimeoutError) as exc:
             if not self.dropped:
@@ -91,16 +97,26 @@ class EdgeMetrics:
             return
         self.dropped = 0
 
-    async def run(self, redis: aioredis.Redis, retention: int, timeout: float) -> None:
+    async def run(self, redis: aioredis.Redis, retention: int, redis_wait: float) -> None:
         """Write once a second until cancelled; the caller flushes one last time."""
         while True:
             await asyncio.sleep(_FLUSH_EVERY)
-            await self.flush(redis, retention, timeout)
+            await self.flush(redis, retention, redis_wait)
+
+
+def _cumulative(latency: list[int]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    running = 0
+    for name, n in zip(_LE, latency, strict=True):
+        running += n
+        if running:
+            out[name] = running
+    return out
 
 
 def prometheus(metrics: EdgeMetrics, gauges: dict[str, float]) -> bytes:
     """This process's totals in Prometheus text format (each process answers for itself)."""
-    totals = metrics.totals
+    totals = metrics.current()
     lines: list[str] = []
 
     def family(name: str, kind: str, help_: str) -> Callable[[str, float], None]:
@@ -112,7 +128,9 @@ def prometheus(metrics: EdgeMetrics, gauges: dict[str, float]) -> bytes:
     for key, n in sorted(totals.items()):
         if key.startswith("edge.requests."):
             status(f'{{status="{key.rsplit(".", 1)[1]}"}}', n)
-    family("filecdn_edge_bytes_total", "counter", "Body bytes sent")("", totals.get("edge.bytes", 0))
+    family("filecdn_edge_bytes_total", "counter", "Body bytes sent")(
+        "", totals.get("edge.bytes", 0)
+    )
     cache = family("filecdn_edge_cache_total", "counter", "Content served, by source")
     for source, key in _CACHE.items():
         cache(f'{{source="{source}"}}', totals.get(key, 0))

@@ -1,17 +1,20 @@
-"""Response heads, built once and reused: per token record, and per error status.
+"""Response headers, built once and reused: per token record, and per error status.
 
-A record's header block (type, validators, disposition, CORS, caching) only depends on the
-record's bytes, so it is rendered the first time those exact bytes come back from Redis and
-reused after that. This memoises rendering, not authorisation: the bytes still come from
-Redis on every request, and the deadline is still compared with the clock every time.
+A record's headers (type, validators, disposition, CORS, caching) depend only on the
+record's bytes, so they are rendered the first time those exact bytes come back from Redis
+and reused after that. This memoises rendering, not authorisation: the bytes still come
+from Redis on every request, and the deadline is still compared with the clock every time.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
+
+from aiohttp import web
+from multidict import CIMultiDict, CIMultiDictProxy
 
 from cdn_edge.conditional import http_date
-from cdn_edge.http import REASONS
 from shared.disposition import content_disposition
 from shared.token_cache import UrlRecord
 
@@ -19,72 +22,68 @@ _MAX_VIEWS = 8192
 _VISIBLE = re.compile(r"[\x21-\x7e]+(?: [\x21-\x7e]+)*")
 _ETAG = re.compile(r'"[\x21\x23-\x7e]*"')
 
-# Headers a script on another origin may read: what a player or downloader needs.
+ALLOW = "GET, HEAD, OPTIONS"
+SERVER = "filecdn-edge"
+
+# Headers a script on another origin may read: what a player or a downloader needs.
 _EXPOSE = "Accept-Ranges, Content-Disposition, Content-Length, Content-Range, ETag, Last-Modified"
-_CORS = f"Access-Control-Allow-Origin: *\r\nAccess-Control-Expose-Headers: {_EXPOSE}\r\n"
-_SAFETY = "X-Content-Type-Options: nosniff\r\nCross-Origin-Resource-Policy: cross-origin\r\n"
-_REQUEST_HEADERS = "Range, If-Match, If-None-Match, If-Modified-Since, If-Unmodified-Since, If-Range"
+_REQUEST_HEADERS = (
+    "Range, If-Match, If-None-Match, If-Modified-Since, If-Unmodified-Since, If-Range"
+)
+_SAFETY = {
+    "Server": SERVER,
+    "X-Content-Type-Options": "nosniff",
+    "Cross-Origin-Resource-Policy": "cross-origin",
+    "Access-Control-Allow-Origin": "*",
+    "Access-Control-Expose-Headers": _EXPOSE,
+}
+_NO_STORE = {"Cache-Control": "no-store", **_SAFETY}
 
-ALLOW = "GET, HEAD"
 
-
-def status_line(status: int) -> bytes:
-    return f"HTTP/1.1 {status} {REASONS[status]}\r\n".encode()
+def _frozen(headers: Mapping[str, str]) -> CIMultiDictProxy[str]:
+    return CIMultiDictProxy(CIMultiDict(headers))
 
 
 class RecordView:
-    """A decoded record with its response heads rendered."""
+    """A decoded record with its response headers rendered."""
 
-    __slots__ = ("common", "head_200", "head_304", "record")
+    __slots__ = ("headers_200", "headers_304", "headers_412", "headers_416", "record")
 
     def __init__(self, record: UrlRecord, cache_control: str) -> None:
         for value in (record.content_type, record.name, record.object_key):
             if not _VISIBLE.fullmatch(value):
                 raise ValueError("record field is not a header-safe string")
-        if not _ETAG.fullmatch(record.etag):
+        if not _ETAG.fullmatch(record.etag) or record.size < 0:
             raise ValueError("record etag is not a quoted entity tag")
         self.record = record
-        validators = (
-            f"ETag: {record.etag}\r\n"
-            f"Last-Modified: {http_date(record.last_modified)}\r\n"
-            f"Cache-Control: {cache_control}\r\n"
-        )
-        self.common = (
-            f"Content-Type: {record.content_type}\r\n"
-            f"{validators}"
-            "Accept-Ranges: bytes\r\n"
-            f"Content-Disposition: {content_disposition('inline', record.name)}\r\n"
-            f"{_SAFETY}{_CORS}"
-        ).encode()
-        self.head_200 = (
-            status_line(200) + self.common + f"Content-Length: {record.size}\r\n".encode()
+        validators = {
+            "ETag": record.etag,
+            "Last-Modified": http_date(record.last_modified),
+            "Cache-Control": cache_control,
+        }
+        self.headers_200 = _frozen(
+            {
+                "Content-Type": record.content_type,
+                **validators,
+                "Accept-Ranges": "bytes",
+                "Content-Disposition": content_disposition("inline", record.name),
+                **_SAFETY,
+            }
         )
         # RFC 9110 §15.4.5: a 304 carries the validators and caching fields, not metadata.
-        self.head_304 = status_line(304) + f"{validators}{_SAFETY}{_CORS}".encode()
-
-    def head_206(self, first: int, last: int) -> bytes:
-        size = self.record.size
-        return b"%s%sContent-Range: bytes %d-%d/%d\r\nContent-Length: %d\r\n" % (
-            _206,
-            self.common,
-            first,
-            last,
-            size,
-            last - first + 1,
+        self.headers_304 = _frozen({**validators, **_SAFETY})
+        self.headers_416 = _frozen(
+            {"Content-Range": f"bytes */{record.size}", "Accept-Ranges": "bytes", **_NO_STORE}
         )
+        self.headers_412 = _frozen(_NO_STORE)
 
-    def head_416(self) -> bytes:
-        return (
-            status_line(416)
-            + f"Content-Range: bytes */{self.record.size}\r\nContent-Length: 0\r\n".encode()
-            + f"Cache-Control: no-store\r\n{_SAFETY}{_CORS}".encode()
-        )
-
-    def head_412(self) -> bytes:
-        return status_line(412) + f"Content-Length: 0\r\nCache-Control: no-store\r\n{_CORS}".encode()
-
-
-_206 = status_line(206)
+    def headers(self, length: int, content_range: str | None = None) -> CIMultiDict[str]:
+        """The 200/206 headers with the body's length (and range) filled in."""
+        headers = CIMultiDict(self.headers_200)
+        headers["Content-Length"] = str(length)
+        if content_range is not None:
+            headers["Content-Range"] = content_range
+        return headers
 
 
 class RecordViews:
@@ -101,7 +100,7 @@ class RecordViews:
         if view is None:
             try:
                 record = UrlRecord.decode(raw)
-            except (TypeError, KeyError, AttributeError) as exc:
+            except (TypeError, KeyError, AttributeError, ValueError) as exc:
                 raise ValueError(f"undecodable token record: {exc}") from exc
             view = RecordView(record, self._cache_control)
             if len(self._views) >= _MAX_VIEWS:
@@ -110,43 +109,44 @@ class RecordViews:
         return view
 
 
-_ERROR_BODY = {status: f"{REASONS[status]}\n".encode() for status in REASONS if status >= 400}
-
-
-def error_body(status: int) -> bytes:
-    return _ERROR_BODY[status]
-
-
-def _error_head(status: int) -> bytes:
-    extra = ""
-    if status == 405:
-        extra = f"Allow: {ALLOW}\r\n"
-    elif status == 503:
-        extra = "Retry-After: 1\r\n"
-    return (
-        status_line(status)
-        + (
-            "Content-Type: text/plain; charset=utf-8\r\n"
-            f"Content-Length: {len(_ERROR_BODY[status])}\r\n"
-            f"Cache-Control: no-store\r\n{extra}{_SAFETY}{_CORS}"
-        ).encode()
+_REASONS = {
+    404: "Not Found",
+    405: "Method Not Allowed",
+    500: "Internal Server Error",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
+    504: "Gateway Timeout",
+}
+_ERROR_HEADERS = {
+    status: _frozen(
+        {
+            "Content-Type": "text/plain; charset=utf-8",
+            **_NO_STORE,
+            **({"Allow": ALLOW} if status == 405 else {}),
+            **({"Retry-After": "1"} if status == 503 else {}),
+        }
     )
+    for status in _REASONS
+}
+_ERROR_BODIES = {status: f"{reason}\n".encode() for status, reason in _REASONS.items()}
 
 
-_ERROR_HEAD = {status: _error_head(status) for status in _ERROR_BODY}
+def error(status: int) -> web.Response:
+    """The one response for each error status: every 404 is the same as every other."""
+    return web.Response(status=status, body=_ERROR_BODIES[status], headers=_ERROR_HEADERS[status])
 
 
-def error_head(status: int) -> bytes:
-    """The one head for each error status: every 404 is byte-identical to every other."""
-    return _ERROR_HEAD[status]
+_PREFLIGHT = _frozen(
+    {
+        "Allow": ALLOW,
+        "Access-Control-Allow-Methods": ALLOW,
+        "Access-Control-Allow-Headers": _REQUEST_HEADERS,
+        "Access-Control-Max-Age": "86400",
+        **_NO_STORE,
+    }
+)
 
 
-PREFLIGHT = status_line(204) + (
-    f"Allow: {ALLOW}\r\n"
-    "Access-Control-Allow-Origin: *\r\n"
-    f"Access-Control-Allow-Methods: {ALLOW}\r\n"
-    f"Access-Control-Allow-Headers: {_REQUEST_HEADERS}\r\n"
-    f"Access-Control-Expose-Headers: {_EXPOSE}\r\n"
-    "Access-Control-Max-Age: 86400\r\n"
-    "Cache-Control: no-store\r\n"
-).encode()
+def preflight() -> web.Response:
+    """CORS preflight: what a page on another origin may ask of a public URL."""
+    return web.Response(status=204, headers=_PREFLIGHT)

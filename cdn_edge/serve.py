@@ -1,0 +1,351 @@
+"""`GET`/`HEAD /<token>/<name>`: authorise with one Redis lookup, then send the bytes.
+
+Authorisation is decided on every request from what Redis says now: the token's record
+exists, its name matches the path, and its deadline is still ahead by this process's clock.
+Every way of failing that (unknown, revoked, expired, deleted, wrong name, corrupt record)
+gets the same 404. Only then are bytes chosen, from the cheapest place that has them:
+
+- small objects (EDGE_MEMORY_CACHE_OBJECT_MAX) from process memory, fetched once;
+- larger ones from the machine's disk cache with sendfile(2), filled in the background on
+  their first request (which streams from S3 meanwhile);
+- anything else streamed from S3 in chunks, with the client's back-pressure, and the S3
+  response closed the moment the client goes away (the handler is cancelled).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+import time
+from dataclasses import dataclass
+
+import aiohttp
+import structlog
+from aiohttp import web
+from multidict import CIMultiDict
+
+from cdn_edge import responses
+from cdn_edge.cache import DiskCache, DiskWriter, MemoryCache
+from cdn_edge.conditional import Conditions, Outcome, evaluate, range_applies
+from cdn_edge.lookups import RedisUnavailable, TokenLookups
+from cdn_edge.metrics import EdgeMetrics, prometheus
+from cdn_edge.origin import Origin, OriginError, origin_error
+from cdn_edge.ranges import UNSATISFIABLE, content_range, parse_range
+from cdn_edge.responses import RecordView, RecordViews
+from shared.token_cache import now_ms
+
+log = structlog.get_logger(__name__)
+access = structlog.get_logger("edge.access")
+
+_STREAM_CHUNK = 256 * 1024
+_FILL_CHUNK = 1024 * 1024
+_PREAD_CHUNK = 256 * 1024
+_MAX_TOKEN = 128  # longer than any token we issue: answered 404 without a lookup
+
+
+@dataclass(slots=True)
+class Served:
+    """What one request was answered, for the metrics and the access log."""
+
+    status: int = 0
+    sent: int = 0
+    cache: str | None = None  # "memory", "disk" or "miss" when content was sent
+
+
+class Edge:
+    """The edge's request handler and the state it serves from (no authorisation state)."""
+
+    def __init__(
+        self,
+        lookups: TokenLookups,
+        views: RecordViews,
+        origin: Origin,
+        memory: MemoryCache,
+        disk: DiskCache,
+        metrics: EdgeMetrics | None,
+        access_log: bool,
+    ) -> None:
+        self.lookups = lookups
+        self.views = views
+        self.origin = origin
+        self.memory = memory
+        self.disk = disk
+        self.metrics = metrics
+        self.access_log = access_log
+        self._fills: set[asyncio.Task[None]] = set()
+        self._totals = EdgeMetrics() if metrics is None else metrics
+
+    # -- entry point ---------------------------------------------------------------------
+
+    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        path = request.path
+        if path == "/healthz":
+            return web.json_response({"status": "ok"})
+        if path == "/metrics":
+            return web.Response(
+                body=prometheus(self._totals, self.gauges()),
+                content_type="text/plain",
+                headers={"Cache-Control": "no-store"},
+            )
+        started = time.perf_counter()
+        served = Served()
+        try:
+            resp = await self._serve(request, path, served)
+            served.status = resp.status
+            if isinstance(resp, web.Response) and resp.body is not None:
+                served.sent = len(resp.body)  # type: ignore[arg-type]  # bytes here, never a Payload
+            return resp
+        except asyncio.CancelledError:
+            served.status = served.status or 499  # nginx's "client closed request"
+            raise
+        finally:
+            if self.metrics is not None:
+                self.metrics.record(served.status, served.sent, served.cache, started)
+            if self.access_log:
+                self._log(request, served, started)
+
+    async def _serve(
+        self, request: web.BaseRequest, path: str, served: Served
+    ) -> web.StreamResponse:
+        method = request.method
+        if method != "GET" and method != "HEAD":
+            return responses.preflight() if method == "OPTIONS" else responses.error(405)
+        _, _, rest = path.partition("/")
+        token, slash, name = rest.partition("/")
+        if not slash or not token or not name or "/" in name or len(token) > _MAX_TOKEN:
+            return responses.error(404)
+        try:
+            raw = await self.lookups.get(token)
+        except RedisUnavailable:
+            return responses.error(503)  # fail closed: never serve what we could not check
+        if raw is None:
+            return responses.error(404)
+        try:
+            view = self.views.get(raw)
+        except ValueError as exc:
+            log.error("corrupt token record: answering 404", error=str(exc))
+            return responses.error(404)
+        record = view.record
+        if record.name != name or (
+            record.deadline_ms is not None and now_ms() >= record.deadline_ms
+        ):
+            return responses.error(404)
+        return await self._represent(request, view, served)
+
+    # -- HTTP semantics ------------------------------------------------------------------
+
+    async def _represent(
+        self, request: web.BaseRequest, view: RecordView, served: Served
+    ) -> web.StreamResponse:
+        record = view.record
+        h = request.headers
+        if_match = h.get("If-Match")
+        if_none_match = h.get("If-None-Match")
+        if_modified_since = h.get("If-Modified-Since")
+        if_unmodified_since = h.get("If-Unmodified-Since")
+        if if_match or if_none_match or if_modified_since or if_unmodified_since:
+            conditions = Conditions(if_match, if_none_match, if_modified_since, if_unmodified_since)
+            outcome = evaluate(conditions, record.etag, record.last_modified)
+            if outcome is Outcome.NOT_MODIFIED:
+                return web.Response(status=304, headers=view.headers_304)
+            if outcome is Outcome.PRECONDITION_FAILED:
+                return web.Response(status=412, headers=view.headers_412)
+
+        size = record.size
+        first, last = 0, size - 1
+        partial = False
+        range_header = h.get("Range")
+        if range_header is not None and range_applies(
+            h.get("If-Range"), record.etag, record.last_modified
+        ):
+            wanted = parse_range(range_header, size)
+            if wanted is UNSATISFIABLE:
+                return web.Response(status=416, headers=view.headers_416)
+            if wanted is not None:  # even all of it: a player asking `bytes=0-` wants a 206
+                first, last = wanted
+                partial = True
+        status = 206 if partial else 200
+        length = last - first + 1
+        headers = view.headers(length, content_range(first, last, size) if partial else None)
+        if request.method == "HEAD":
+            return web.Response(status=status, headers=headers)
+        return await self._send(request, view, status, headers, first, length, partial, served)
+
+    # -- bytes ---------------------------------------------------------------------------
+
+    async def _send(
+        self,
+        request: web.BaseRequest,
+        view: RecordView,
+        status: int,
+        headers: CIMultiDict[str],
+        first: int,
+        length: int,
+        partial: bool,
+        served: Served,
+    ) -> web.StreamResponse:
+        record = view.record
+        key, etag, size = record.object_key, record.etag, record.size
+        if self.memory.admits(size):
+            body = self.memory.get(key, etag)
+            served.cache = "memory"
+            if body is None:
+                served.cache = "miss"
+                try:
+                    body = await self.origin.fetch(key, size)
+                except OriginError as exc:
+                    log.warning("origin failed", status=exc.status, reason=exc.reason)
+                    served.cache = None
+                    return responses.error(exc.status)
+                self.memory.put(key, etag, body)
+            if partial:
+                body = body[first : first + length]
+            return web.Response(status=status, body=body, headers=headers)
+
+        if self.disk.admits(size):
+            f = self.disk.open(key, etag, size)
+            if f is not None:
+                served.cache = "disk"
+                with f:
+                    return await self._send_file(request, status, headers, f, first, length, served)
+            self._fill_soon(key, etag, size)
+
+        served.cache = "miss"
+        return await self._stream(request, status, headers, key, first, length, partial, served)
+
+    async def _send_file(
+        self,
+        request: web.BaseRequest,
+        status: int,
+        headers: CIMultiDict[str],
+        f: io.FileIO,
+        first: int,
+        length: int,
+        served: Served,
+    ) -> web.StreamResponse:
+        resp = web.StreamResponse(status=status, headers=headers)
+        await resp.prepare(request)
+        transport = request.transport
+        if transport is None:
+            raise ConnectionResetError("client went away")
+        loop = asyncio.get_running_loop()
+        try:
+            served.sent = await loop.sendfile(transport, f, first, length, fallback=False)
+        except NotImplementedError:  # an event loop without sendfile (uvloop): read + write
+            served.sent = await _copy_file(resp, f, first, length)
+        await resp.write_eof()
+        return resp
+
+    async def _stream(
+        self,
+        request: web.BaseRequest,
+        status: int,
+        headers: CIMultiDict[str],
+        key: str,
+        first: int,
+        length: int,
+        partial: bool,
+        served: Served,
+    ) -> web.StreamResponse:
+        resp: web.StreamResponse | None = None
+        try:
+            opened = (
+                self.origin.open(key, first, first + length - 1)
+                if partial
+                else self.origin.open(key)
+            )
+            async with opened as src:
+                if src.content_length is not None and src.content_length != length:
+                    raise OriginError(502, f"S3 has {src.content_length} bytes, expected {length}")
+                resp = web.StreamResponse(status=status, headers=headers)
+                await resp.prepare(request)
+                async for chunk in src.content.iter_chunked(_STREAM_CHUNK):
+                    await resp.write(chunk)  # waits while the client is slower than S3
+                    served.sent += len(chunk)
+            if served.sent != length:
+                raise OriginError(502, f"S3 sent {served.sent} of {length} bytes")
+        except ConnectionResetError:
+            raise  # the client went away (aiohttp's reset error is also a ClientError)
+        except (OriginError, aiohttp.ClientError, TimeoutError) as exc:
+            failure = origin_error(exc)
+            if resp is None:
+                log.warning("origin failed", status=failure.status, reason=failure.reason)
+                served.cache = None
+                return responses.error(failure.status)
+            # The head is gone already: cut the connection so the client sees a short body.
+            log.warning("origin failed mid-body", reason=failure.reason, sent=served.sent)
+            if request.transport is not None:
+                request.transport.abort()
+            return resp
+        await resp.write_eof()
+        return resp
+
+    def _fill_soon(self, key: str, etag: str, size: int) -> None:
+        """Copy the object into the disk cache in the background (once per process)."""
+        writer = self.disk.writer(key, etag, size)
+        if writer is None:
+            return
+        task = asyncio.get_running_loop().create_task(self._fill(key, writer))
+        self._fills.add(task)
+        task.add_done_callback(self._fills.discard)
+
+    async def _fill(self, key: str, writer: DiskWriter) -> None:
+        try:
+            async with self.origin.open(key) as src:
+                async for chunk in src.content.iter_chunked(_FILL_CHUNK):
+                    writer.write(chunk)
+            writer.commit()
+        except BaseException as exc:
+            writer.abort()
+            if not isinstance(exc, Exception):
+                raise
+            log.warning("disk cache fill failed", error=repr(exc))
+
+    async def evict(self, object_key: str) -> None:
+        """The file was deleted: drop its bytes from both caches."""
+        self.memory.evict(object_key)
+        await self.disk.evict(object_key)
+
+    async def close(self) -> None:
+        for task in list(self._fills):
+            task.cancel()
+        await asyncio.gather(*self._fills, return_exceptions=True)
+
+    # -- observability -------------------------------------------------------------------
+
+    def gauges(self) -> dict[str, float]:
+        return {
+            "memory_cache_bytes": self.memory.bytes,
+            "memory_cache_objects": len(self.memory),
+            "disk_cache_bytes_estimate": self.disk.estimate,
+            "disk_cache_fills": len(self._fills),
+        }
+
+    def _log(self, request: web.BaseRequest, served: Served, started: float) -> None:
+        # Tokens are bearer secrets: the log keeps enough to correlate, not to replay.
+        _, _, rest = request.path.partition("/")
+        token, slash, name = rest.partition("/")
+        path = f"/{token[:4]}…/{name}" if slash else request.path[:64]
+        access.info(
+            "request",
+            method=request.method,
+            path=path,
+            status=served.status,
+            bytes=served.sent,
+            range=request.headers.get("Range"),
+            cache=served.cache,
+            ms=round((time.perf_counter() - started) * 1000, 2),
+            peer=request.remote,
+        )
+
+
+async def _copy_file(resp: web.StreamResponse, f: io.FileIO, first: int, length: int) -> int:
+    fd, sent = f.fileno(), 0
+    while sent < length:
+        chunk = os.pread(fd, min(_PREAD_CHUNK, length - sent), first + sent)
+        if not chunk:
+            raise ConnectionResetError("cache file shorter than its record")
+        await resp.write(chunk)
+        sent += len(chunk)
+    return sent

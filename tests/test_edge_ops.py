@@ -1,0 +1,410 @@
+"""The edge as an operator runs it: caches and their eviction, failures of Redis and S3 (and
+recovery), the S3 connection released when a client leaves, per-minute metrics written in
+batches, the access log, and `--workers N` supervision. Each test starts its own edge
+process(es) against real Redis and S3 (sometimes through a TCP proxy it can break)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import json
+import os
+import signal
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import aiohttp
+import psutil
+import pytest
+import redis.asyncio as aioredis
+
+from cli.stack import filecdn_argv
+from shared import metrics, token_cache
+from shared.embedded import free_port, start_valkey, tcp_open, wait_until
+from shared.resources import Resources
+from tests.conftest import Stack
+from tests.helpers import mp4, png, wait_for
+from tests.test_edge import Public, get, share
+
+
+async def until(
+    check: Callable[[], bool | Awaitable[bool]], what: str, timeout: float = 15
+) -> None:
+    async def probe() -> bool:
+        result = check()
+        return bool(await result) if inspect.isawaitable(result) else bool(result)
+
+    await wait_for(probe, timeout, what)
+
+
+@dataclass
+class OwnEdge:
+    name: str
+    url: str
+    proc: psutil.Process
+    log: Path
+    cache_dir: Path
+
+    def public(self, p: Public) -> str:
+        return self.url + urlsplit(p.url).path
+
+    def access(self) -> list[dict[str, object]]:
+        out = []
+        for line in self.log.read_text().splitlines():
+            with contextlib.suppress(ValueError):
+                entry = json.loads(line)
+                if isinstance(entry, dict) and entry.get("event") == "request":
+                    out.append(entry)
+        return out
+
+    async def prometheus(self) -> str:
+        async with aiohttp.ClientSession() as s, s.get(self.url + "/metrics") as r:
+            return await r.text()
+
+
+@contextlib.contextmanager
+def own_edge(stack: Stack, workers: int = 1, **env: str) -> Iterator[OwnEdge]:
+    name = f"edge-{uuid.uuid4().hex[:8]}"
+    port = free_port()
+    cache_dir = stack.data_dir / f"{name}-cache"
+    full_env = {
+        **stack.env,
+        "EDGE_PORT": str(port),
+        "EDGE_DISK_CACHE_DIR": str(cache_dir),
+        "EDGE_ACCESS_LOG": "true",
+        **env,
+    }
+    proc = stack.sup.start(name, filecdn_argv("edge", "--workers", str(workers)), env=full_env)
+    try:
+        wait_until(lambda: proc.poll() is not None or tcp_open("127.0.0.1", port), 60, name)
+        assert proc.poll() is None, f"{name} exited"
+        yield OwnEdge(
+            name,
+            f"http://127.0.0.1:{port}",
+            psutil.Process(proc.pid),
+            stack.data_dir / "logs" / f"{name}.log",
+            cache_dir,
+        )
+    finally:
+        stack.sup.stop(name)
+
+
+class FaultyProxy:
+    """A TCP proxy in front of S3 that a test can switch to refusing or to hanging."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        self.target = target
+        self.port = free_port()
+        self.mode = "pass"
+        self.server: asyncio.Server | None = None
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        self.server = await asyncio.start_server(self._client, "127.0.0.1", self.port)
+
+    async def refuse(self) -> None:
+        """Connections refused, and the ones open are cut (S3 down)."""
+        self.mode = "down"
+        if self.server is not None:
+            self.server.close()
+            self.server = None
+        for task in list(self.tasks):
+            task.cancel()
+
+    async def restore(self) -> None:
+        self.mode = "pass"
+        if self.server is None:
+            await self.start()
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self.tasks.add(task)
+        try:
+            if self.mode == "hang":  # accept, read, never answer (S3 too slow)
+                while await reader.read(65536):
+                    pass
+                return
+            up_r, up_w = await asyncio.open_connection(*self.target)
+            try:
+                await asyncio.gather(_pipe(reader, up_w), _pipe(up_r, writer))
+            finally:
+                up_w.close()
+        except (OSError, asyncio.CancelledError):
+            pass
+        finally:
+            writer.close()
+            self.tasks.discard(task)
+
+
+async def _pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+    while data := await src.read(65536):
+        dst.write(data)
+        await dst.drain()
+    with contextlib.suppress(OSError):
+        dst.write_eof()
+
+
+@pytest.fixture
+async def proxy(stack: Stack) -> AsyncIterator[FaultyProxy]:
+    s3 = urlsplit(stack.settings.s3_endpoint or "")
+    p = FaultyProxy((s3.hostname or "127.0.0.1", s3.port or 80))
+    await p.start()
+    yield p
+    await p.refuse()
+
+
+# --- caches -----------------------------------------------------------------------------
+
+
+async def test_small_objects_are_served_from_memory_after_the_first_request(
+    stack: Stack, api: aiohttp.ClientSession
+) -> None:
+    p = await share(api, png(3000))
+    with own_edge(stack) as edge:
+        for _ in range(3):
+            assert (await get(edge.public(p)))[2] == p.data
+        caches = [e["cache"] for e in edge.access() if e["status"] == 200]
+        assert caches == ["miss", "memory", "memory"], caches
+        assert 'filecdn_edge_cache_total{source="memory"} 2' in await edge.prometheus()
+
+
+async def test_large_objects_go_to_the_disk_cache_and_deletion_evicts_them(
+    stack: Stack, api: aiohttp.ClientSession
+) -> None:
+    p = await share(api, mp4(2 * 1024 * 1024), "big.mp4")
+    with own_edge(stack) as edge:
+        assert (await get(edge.public(p)))[2] == p.data  # streamed from S3, copied to disk
+        await until(lambda: _cached_files(edge.cache_dir), "the disk cache fill")
+        [cached] = _cached_files(edge.cache_dir)
+        assert cached.read_bytes() == p.data
+        status, _, body = await get(edge.public(p), Range="bytes=1048576-1114111")
+        assert status == 206 and body == p.data[1048576:1114112]
+        assert [e["cache"] for e in edge.access() if e["status"] in (200, 206)] == ["miss", "disk"]
+
+        async with api.delete(f"/v1/files/{p.file_id}") as r:
+            assert r.status == 200
+        assert (await get(edge.public(p)))[0] == 404  # the token is gone: no cached byte leaks
+        await until(lambda: not cached.exists(), "eviction of the deleted file's copy")
+
+
+async def test_the_disk_cache_stays_within_its_bound(
+    stack: Stack, api: aiohttp.ClientSession
+) -> None:
+    # 4 MiB of cache: objects up to 1 MiB are admitted; five of 900 KiB cannot all stay.
+    shared = [await share(api, mp4(900 * 1024), "c.mp4") for _ in range(5)]
+    with own_edge(stack, EDGE_DISK_CACHE_BYTES=str(4 * 1024 * 1024)) as edge:
+        for p in shared:
+            assert (await get(edge.public(p)))[2] == p.data
+            await asyncio.sleep(0.3)  # let the fill finish
+        await until(
+            lambda: 0 < sum(f.stat().st_size for f in _cached_files(edge.cache_dir)) <= 4 << 20,
+            "the disk cache trimmed to its bound",
+        )
+        for p in shared:  # evicted or not, every URL still serves the right bytes
+            assert (await get(edge.public(p)))[2] == p.data
+
+
+def _cached_files(directory: Path) -> list[Path]:
+    if not directory.exists():
+        return []
+    return [f for f in directory.iterdir() if not f.name.startswith(".tmp-")]
+
+
+# --- failures ---------------------------------------------------------------------------
+
+
+async def test_redis_down_is_503_never_an_unchecked_serve_and_it_recovers(
+    stack: Stack, api: aiohttp.ClientSession, res: Resources
+) -> None:
+    port = free_port()
+    redis_url = start_valkey(
+        stack.sup,
+        stack.data_dir / "edge-outage-valkey",
+        persist=False,
+        port=port,
+        name="edge-outage-valkey",
+    )
+    p = await share(api, png(3000))
+    own = aioredis.Redis.from_url(redis_url)
+    try:
+        raw = await res.redis.get(token_cache.key(p.token))
+        await own.set(token_cache.key(p.token), raw)
+        with own_edge(stack, REDIS_URL=redis_url, EDGE_REDIS_TIMEOUT="1") as edge:
+            assert (await get(edge.public(p)))[2] == p.data  # now also in its memory cache
+
+            stack.sup.stop("edge-outage-valkey")
+            status, h, body = await get(edge.public(p))
+            assert (status, body) == (503, b"Service Unavailable\n")
+            assert h["Cache-Control"] == "no-store" and h["Retry-After"] == "1"
+            assert edge.proc.is_running()
+
+            start_valkey(
+                stack.sup,
+                stack.data_dir / "edge-outage-valkey",
+                persist=False,
+                port=port,
+                name="edge-outage-valkey",
+            )
+            # The new Redis is empty: the URL is unknown there, so 404, not the cached bytes.
+            await until(lambda: _is_404(edge.public(p)), "the edge to reach the new Redis")
+            await own.set(token_cache.key(p.token), raw)
+            assert (await get(edge.public(p)))[2] == p.data
+    finally:
+        await own.aclose()
+        stack.sup.stop("edge-outage-valkey")
+
+
+async def _is_404(url: str) -> bool:
+    return (await get(url))[0] == 404
+
+
+async def test_s3_down_is_502_s3_hanging_is_504_and_both_recover(
+    stack: Stack, api: aiohttp.ClientSession, proxy: FaultyProxy
+) -> None:
+    a, b = await share(api, png(3000)), await share(api, png(3000))
+    big = await share(api, mp4(1024 * 1024), "b.mp4")
+    with own_edge(
+        stack,
+        S3_ENDPOINT=f"http://127.0.0.1:{proxy.port}",
+        EDGE_S3_TIMEOUT="1",
+        EDGE_DISK_CACHE_BYTES="0",
+    ) as edge:
+        await proxy.refuse()
+        assert (await get(edge.public(a)))[:3:2] == (502, b"Bad Gateway\n")
+        assert (await get(edge.public(big)))[0] == 502
+
+        await proxy.restore()
+        proxy.mode = "hang"
+        started = time.monotonic()
+        assert (await get(edge.public(a)))[:3:2] == (504, b"Gateway Timeout\n")
+        assert time.monotonic() - started < 5  # bounded by EDGE_S3_TIMEOUT, not hanging
+        assert edge.proc.is_running()
+
+        proxy.mode = "pass"
+        assert (await get(edge.public(a)))[2] == a.data
+        assert (await get(edge.public(b)))[2] == b.data
+        assert (await get(edge.public(big)))[2] == big.data
+
+
+async def test_a_client_that_leaves_mid_download_releases_the_s3_connection(
+    stack: Stack, api: aiohttp.ClientSession
+) -> None:
+    big = await share(api, mp4(10 * 1024 * 1024), "long.mp4")
+    s3_port = urlsplit(stack.settings.s3_endpoint or "").port
+    with own_edge(stack, EDGE_DISK_CACHE_BYTES="0") as edge:
+
+        def s3_connections() -> int:
+            return sum(
+                1
+                for c in edge.proc.net_connections("tcp")
+                if c.raddr and c.raddr.port == s3_port and c.status == psutil.CONN_ESTABLISHED
+            )
+
+        reader, writer = await asyncio.open_connection("127.0.0.1", int(urlsplit(edge.url).port))
+        path = urlsplit(big.url).path
+        writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        await writer.drain()
+        assert b"200 OK" in await reader.read(65536)  # then stop reading: S3 waits on us
+        await until(lambda: s3_connections() == 1, "the S3 stream to be open")
+        writer.transport.abort()
+        await until(lambda: s3_connections() == 0, "the S3 connection to close")
+
+
+# --- metrics and logs -------------------------------------------------------------------
+
+
+async def test_metrics_are_per_minute_buckets_written_in_batches(
+    stack: Stack, api: aiohttp.ClientSession
+) -> None:
+    port = free_port()
+    redis_url = start_valkey(
+        stack.sup,
+        stack.data_dir / "edge-metrics-valkey",
+        persist=False,
+        port=port,
+        name="edge-metrics-valkey",
+    )
+    own = aioredis.Redis.from_url(redis_url)
+    try:
+        p = await share(api, png(2000))
+        async with aioredis.Redis.from_url(stack.env["REDIS_URL"]) as main:
+            await own.set(token_cache.key(p.token), await main.get(token_cache.key(p.token)))
+        with own_edge(stack, REDIS_URL=redis_url) as edge:
+            await own.config_resetstat()
+            async with aiohttp.ClientSession() as s:
+                for _ in range(200):
+                    async with s.get(edge.public(p)) as r:
+                        assert r.status == 200
+                    async with s.get(edge.public(p) + "x") as r:
+                        assert r.status == 404
+            await asyncio.sleep(2.5)  # a flush happens once a second
+            stats = await own.info("commandstats")
+            writes = stats.get("cmdstat_hincrby", {}).get("calls", 0)
+            assert 0 < writes < 100, stats  # 400 requests, a handful of pipelines
+            buckets = await metrics.read(own, minutes=2)
+            total: dict[str, int] = {}
+            for fields in buckets.values():
+                for k, v in fields.items():
+                    total[k] = total.get(k, 0) + v
+            assert total["edge.requests.200"] == 200 and total["edge.requests.404"] == 200
+            assert total["edge.bytes"] >= 200 * 2000
+            assert total["edge.cache.memory_hits"] == 199 and total["edge.cache.misses"] == 1
+            assert total["edge.latency_ms.le_inf"] == 400
+    finally:
+        await own.aclose()
+        stack.sup.stop("edge-metrics-valkey")
+
+
+async def test_the_access_log_never_holds_a_whole_token(
+    stack: Stack, api: aiohttp.ClientSession
+) -> None:
+    p = await share(api, png(2000))
+    with own_edge(stack) as edge:
+        await get(edge.public(p), Range="bytes=0-9")
+        [entry] = [e for e in edge.access() if str(e["path"]).endswith(p.url.rsplit("/", 1)[1])]
+        assert entry["status"] == 206 and entry["range"] == "bytes=0-9" and entry["bytes"] == 10
+        assert str(entry["path"]).startswith("/" + p.token[:4])
+        assert p.token not in edge.log.read_text()
+
+
+# --- scale out --------------------------------------------------------------------------
+
+
+async def test_workers_share_one_port_and_a_dead_worker_is_replaced(
+    stack: Stack, api: aiohttp.ClientSession
+) -> None:
+    p = await share(api, png(2000))
+    with own_edge(stack, workers=2) as edge:
+        await until(lambda: len(_listeners(edge)) == 2, "two listening workers")
+        victim = _listeners(edge)[0]
+        os.kill(victim, signal.SIGKILL)
+        await until(
+            lambda: len(_listeners(edge)) == 2 and victim not in _listeners(edge),
+            "a replacement worker",
+        )
+        async with aiohttp.ClientSession() as s:
+            for _ in range(20):  # new connections land on either worker
+                async with s.get(edge.public(p), headers={"Connection": "close"}) as r:
+                    assert r.status == 200 and await r.read() == p.data
+        family = [edge.proc, *edge.proc.children(recursive=True)]
+    gone, alive = psutil.wait_procs(family, timeout=10)
+    assert not [p for p in alive if p.status() != psutil.STATUS_ZOMBIE], alive
+
+
+def _listeners(edge: OwnEdge) -> list[int]:
+    port = urlsplit(edge.url).port
+    pids = []
+    for child in edge.proc.children():
+        with contextlib.suppress(psutil.Error):
+            if any(
+                c.status == psutil.CONN_LISTEN and c.laddr.port == port
+                for c in child.net_connections("tcp")
+            ):
+                pids.append(child.pid)
+    return pids
