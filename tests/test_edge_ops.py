@@ -393,7 +393,7 @@ async def test_workers_share_one_port_and_a_dead_worker_is_replaced(
                 async with s.get(edge.public(p), headers={"Connection": "close"}) as r:
                     assert r.status == 200 and await r.read() == p.data
         family = [edge.proc, *edge.proc.children(recursive=True)]
-    gone, alive = psutil.wait_procs(family, timeout=10)
+    _, alive = psutil.wait_procs(family, timeout=10)
     assert not [p for p in alive if p.status() != psutil.STATUS_ZOMBIE], alive
 
 
