@@ -50,7 +50,8 @@ async def open_edge(settings: Settings) -> AsyncIterator[tuple[Edge, aioredis.Re
         access_log=settings.edge_access_log,
     )
     loop = asyncio.get_running_loop()
-    tasks = [loop.create_task(tail_deletions(redis, edge.evict), name="evictions")]
+    block_ms = max(100, int(settings.edge_redis_timeout * 500))  # half the socket timeout
+    tasks = [loop.create_task(tail_deletions(redis, edge.evict, block_ms), name="evictions")]
     if edge.disk.object_max > 0:
         tasks.append(loop.create_task(edge.disk.run_trimmer(), name="disk-trimmer"))
     retention = settings.metrics_retention_seconds

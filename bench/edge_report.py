@@ -1,0 +1,233 @@
+"""Helpers for bench/edge.sh (standard library only).
+
+  edge_report.py files DIR             write DIR/small.png (10 KiB) and DIR/large.mp4 (10 MiB)
+                                       exactly as /work/shared/bench/peers.sh generates them
+  edge_report.py ports N               N distinct free loopback ports in 10000..19999
+  edge_report.py field KEY             print JSON field KEY of the object on stdin
+  edge_report.py stack-env PID LOG DIR the environment `filecdn run` (PID) gave its edge, as
+                                       NUL-separated KEY=VALUE (see stack_env)
+  edge_report.py verdict FILE [--edge NAME] [--nometrics NAME]
+                                       the issue's verdict table, in markdown, from the table
+                                       peers.sh printed into FILE
+
+`verdict` takes other target names so the report can be checked on any peers.sh output,
+e.g. `--edge nginx-cache --nometrics nginx-disk` on a run without an edge target.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import random
+import re
+import socket
+import sys
+from pathlib import Path
+
+# peers.sh's table: "target small_rps small_p99 large_MBps range_rps", one row per target.
+COLUMNS = ("small_rps", "small_p99", "large_MBps", "range_rps")
+
+
+def write_files(d: Path) -> None:
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "small.png").write_bytes(b"\x89PNG\r\n\x1a\n" + os.urandom(10 * 1024 - 8))
+    (d / "large.mp4").write_bytes(b"\x00\x00\x00\x18ftypisom" + os.urandom(10 * 1024 * 1024 - 12))
+
+
+def free_ports(n: int) -> list[int]:
+    """Ports below 20000: the stack's SeaweedFS and peers.sh pick theirs in 20000..65535 (a
+    port and port+10000) *before* our API and edges bind, so they could take one of ours."""
+    held: list[socket.socket] = []
+    ports: list[int] = []
+    try:
+        while len(ports) < n:
+            p = random.randint(10000, 19999)
+            if p in ports:
+                continue
+            s = socket.socket()
+            try:
+                s.bind(("127.0.0.1", p))
+            except OSError:
+                s.close()
+                continue
+            held.append(s)
+            ports.append(p)
+    finally:
+        for s in held:
+            s.close()
+    return ports
+
+
+def _children(ppid: int) -> list[int]:
+    out = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        if int(stat.rsplit(") ", 1)[1].split()[1]) == ppid:
+            out.append(int(entry.name))
+    return out
+
+
+def stack_env(run_pid: int, log: Path, data_dir: Path) -> dict[str, str]:
+    """The environment of the edge `filecdn run` started: every variable stack_environment
+    added (REDIS_URL, S3_*, DATABASE_URL, PAGINATION_SECRET, and whatever it adds later).
+
+    Read from /proc/<edge>/environ (the process is ours). Fallback where /proc is not
+    readable: the URLs the banner printed plus the secrets `filecdn run` keeps in DATA_DIR.
+    """
+    for pid in _children(run_pid):
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().rstrip(b"\0").split(b"\0")
+            if argv[1:4] != [b"-m", b"cli", b"edge"]:  # cli.stack.filecdn_argv("edge")
+                continue
+            raw = Path(f"/proc/{pid}/environ").read_bytes()
+        except OSError:
+            continue
+        env = dict(kv.split("=", 1) for kv in raw.decode().split("\0") if "=" in kv)
+        if env.get("REDIS_URL") and env.get("S3_ENDPOINT"):
+            return env
+    # Fallback: the banner (rich panel; "│ Redis      redis://… │").
+    text = log.read_text(errors="replace")
+    env = dict(os.environ)
+
+    def banner(label: str, scheme: str) -> str:
+        m = re.search(rf"^\W*{label}\s+({scheme}\S+)", text, re.MULTILINE)
+        if not m:
+            raise SystemExit(f"edge_report: no '{label}' line in {log}")
+        return m.group(1)
+
+    env["DATABASE_URL"] = banner("PostgreSQL", "postgres")
+    env["REDIS_URL"] = banner("Redis", "redis")
+    env["S3_ENDPOINT"] = banner("S3", "http")
+    m = re.search(r"^\W*S3\s+\S+\s+bucket\s+(\S+)", text, re.MULTILINE)
+    if m:
+        env["S3_BUCKET"] = m.group(1)
+    if "S3_SECRET_KEY" not in env and (data_dir / "s3-secret").exists():
+        env["S3_SECRET_KEY"] = (data_dir / "s3-secret").read_text().strip()
+    if "PAGINATION_SECRET" not in env and (data_dir / "pagination-secret").exists():
+        env["PAGINATION_SECRET"] = (data_dir / "pagination-secret").read_text().strip()
+    return env
+
+
+def parse_table(text: str) -> dict[str, dict[str, float]]:
+    rows: dict[str, dict[str, float]] = {}
+    in_table = False
+    for line in text.splitlines():
+        parts = line.split()
+        if parts[:1] == ["target"] and tuple(parts[1:]) == COLUMNS:
+            in_table = True
+            continue
+        if in_table:
+            if len(parts) != 5:
+                in_table = False
+                continue
+            try:
+                rows[parts[0]] = dict(zip(COLUMNS, map(float, parts[1:]), strict=True))
+            except ValueError:
+                in_table = False
+    return rows
+
+
+def _fmt(v: float, unit: str, digits: int = 0) -> str:
+    sep = "" if unit in ("x", "%") else " "
+    return "n/a" if math.isnan(v) else f"{v:,.{digits}f}{sep}{unit}".strip()
+
+
+def verdict(rows: dict[str, dict[str, float]], edge: str, nometrics: str) -> list[str]:
+    need = [edge, nometrics, "nginx-link", "nginx-cache", "origin"]
+    missing = [n for n in need if n not in rows]
+    if missing:
+        raise SystemExit(f"edge_report: peers.sh table lacks {', '.join(missing)}")
+    e, nm = rows[edge], rows[nometrics]
+    link, cache, origin = rows["nginx-link"], rows["nginx-cache"], rows["origin"]
+
+    def ratio(a: float, b: float) -> float:
+        return a / b if b and not (math.isnan(a) or math.isnan(b)) else math.nan
+
+    def result(ok: bool, v: float) -> str:
+        return "n/a" if math.isnan(v) else ("PASS" if ok else "MISS")
+
+    lines = [
+        "| Check | Edge | Peer | Ratio | Target | Verdict |",
+        "|---|---:|---:|---:|---|---|",
+    ]
+    r = ratio(e["small_rps"], link["small_rps"])
+    lines.append(
+        f"| Small (10 KiB) req/s vs nginx secure_link | {_fmt(e['small_rps'], '')} "
+        f"| {_fmt(link['small_rps'], '')} | {_fmt(r, 'x', 2)} | ≥ 2.0x | {result(r >= 2.0, r)} |"
+    )
+    r = ratio(e["small_p99"], link["small_p99"])
+    lines.append(
+        f"| Small p99 latency vs nginx secure_link | {_fmt(e['small_p99'], 'ms', 1)} "
+        f"| {_fmt(link['small_p99'], 'ms', 1)} | {_fmt(r, 'x', 2)} | ≤ 1.0x (edge ≤ peer) "
+        f"| {result(e['small_p99'] <= link['small_p99'], r)} |"
+    )
+    r = ratio(e["large_MBps"], cache["large_MBps"])
+    lines.append(
+        f"| Large (10 MiB) MB/s vs nginx proxy_cache | {_fmt(e['large_MBps'], 'MB/s')} "
+        f"| {_fmt(cache['large_MBps'], 'MB/s')} | {_fmt(r, 'x', 2)} | ≥ 1.0x "
+        f"| {result(r >= 1.0, r)} |"
+    )
+    r = ratio(e["range_rps"], origin["range_rps"])
+    lines.append(
+        f"| 64 KiB Range req/s vs S3 origin | {_fmt(e['range_rps'], '')} "
+        f"| {_fmt(origin['range_rps'], '')} | {_fmt(r, 'x', 2)} | ≥ 1.0x "
+        f"| {result(r >= 1.0, r)} |"
+    )
+    cost = 1 - ratio(e["small_rps"], nm["small_rps"])
+    lines.append(
+        f"| Metrics cost: 1 - small req/s ÷ same edge with EDGE_METRICS=false "
+        f"| {_fmt(e['small_rps'], '')} | {_fmt(nm['small_rps'], '')} "
+        f"| {_fmt(cost * 100, '%', 1)} | < 5% (noisy) | {result(cost < 0.05, cost)} |"
+    )
+    return lines
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("files").add_argument("dir", type=Path)
+    sub.add_parser("ports").add_argument("n", type=int)
+    sub.add_parser("field").add_argument("key")
+    p = sub.add_parser("stack-env")
+    p.add_argument("pid", type=int)
+    p.add_argument("log", type=Path)
+    p.add_argument("data_dir", type=Path)
+    p = sub.add_parser("verdict")
+    p.add_argument("file", type=Path)
+    p.add_argument("--edge", default="edge")
+    p.add_argument("--nometrics", default="edge_nometrics")
+    a = ap.parse_args()
+
+    if a.cmd == "files":
+        write_files(a.dir)
+    elif a.cmd == "ports":
+        print(" ".join(map(str, free_ports(a.n))))
+    elif a.cmd == "field":
+        raw = sys.stdin.read()
+        try:
+            value = json.loads(raw)[a.key]
+        except (ValueError, KeyError, TypeError):
+            raise SystemExit(f"edge_report: no '{a.key}' in response: {raw[:500]}") from None
+        print(value)
+    elif a.cmd == "stack-env":
+        env = stack_env(a.pid, a.log, a.data_dir)
+        sys.stdout.write("".join(f"{k}={v}\0" for k, v in env.items()))
+    elif a.cmd == "verdict":
+        text = a.file.read_text(errors="replace")
+        print("\n".join(verdict(parse_table(text), a.edge, a.nometrics)))
+        # peers.sh reports failed requests on stderr ("edge: 12 non-2xx on range"): wrk counts
+        # them as served, so any of them makes that figure meaningless.
+        for line in text.splitlines():
+            if re.match(rf"({re.escape(a.edge)}|{re.escape(a.nometrics)}): \d+ non-2xx", line):
+                print(f"\n**Invalid figure**: {line.strip()} (wrk counts them as served).")
+
+
+if __name__ == "__main__":
+    main()
