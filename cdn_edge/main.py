@@ -41,12 +41,12 @@ def run_edge(settings: Settings, workers: int) -> None:
 def _serve(settings: Settings, *, reuse_port: bool) -> None:
     from cdn_edge.app import serve
 
-    try:
+    if settings.edge_event_loop == "uvloop":
         import uvloop
-    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
-        asyncio.run(serve(settings, reuse_port=reuse_port))
-    else:
+
         uvloop.run(serve(settings, reuse_port=reuse_port))
+    else:
+        asyncio.run(serve(settings, reuse_port=reuse_port))
 
 
 def _worker(settings: Settings, index: int) -> None:

@@ -6,8 +6,9 @@ Every way of failing that (unknown, revoked, expired, deleted, wrong name, corru
 gets the same 404. Only then are bytes chosen, from the cheapest place that has them:
 
 - small objects (EDGE_MEMORY_CACHE_OBJECT_MAX) from process memory, fetched once;
-- larger ones from the machine's disk cache with sendfile(2), filled in the background on
-  their first request (which streams from S3 meanwhile);
+- larger ones from the machine's disk cache, filled in the background on their first
+  request (which streams from S3 meanwhile), sent with sendfile(2) where the event loop
+  has it (EDGE_EVENT_LOOP=asyncio), else read and written in 256 KiB chunks (uvloop);
 - anything else streamed from S3 in chunks, with the client's back-pressure, and the S3
   response closed the moment the client goes away (the handler is cancelled).
 """

@@ -174,11 +174,12 @@ async def test_small_objects_are_served_from_memory_after_the_first_request(
         assert 'filecdn_edge_cache_total{source="memory"} 2' in await edge.prometheus()
 
 
+@pytest.mark.parametrize("loop", ["uvloop", "asyncio"])  # read+write, and sendfile(2)
 async def test_large_objects_go_to_the_disk_cache_and_deletion_evicts_them(
-    stack: Stack, api: aiohttp.ClientSession
+    stack: Stack, api: aiohttp.ClientSession, loop: str
 ) -> None:
     p = await share(api, mp4(2 * 1024 * 1024), "big.mp4")
-    with own_edge(stack) as edge:
+    with own_edge(stack, EDGE_EVENT_LOOP=loop) as edge:
         assert (await get(edge.public(p)))[2] == p.data  # streamed from S3, copied to disk
         await until(lambda: _cached_files(edge.cache_dir), "the disk cache fill")
         [cached] = _cached_files(edge.cache_dir)
@@ -408,3 +409,14 @@ def _listeners(edge: OwnEdge) -> list[int]:
             ):
                 pids.append(child.pid)
     return pids
+
+
+async def test_cache_control_is_configurable_for_a_cdn_that_purges(
+    stack: Stack, api: aiohttp.ClientSession
+) -> None:
+    p = await share(api, png(2000))
+    with own_edge(stack, EDGE_CACHE_CONTROL="public, max-age=60, s-maxage=300") as edge:
+        _, h, _ = await get(edge.public(p))
+        assert h["Cache-Control"] == "public, max-age=60, s-maxage=300"
+        _, h, _ = await get(edge.public(p) + "x")
+        assert h["Cache-Control"] == "no-store"  # a 404 is never cached, whatever the setting
