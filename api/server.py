@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
-import signal
-
 import grpc
 import structlog
 from aiohttp import web
 
 from api import grpc_server
 from api.app import build_app
+from shared.lifecycle import until_stopped
 from shared.resources import open_resources
 from shared.settings import Settings
 
@@ -32,11 +30,7 @@ async def serve(settings: Settings) -> None:
             rest=f"http://{settings.api_host}:{settings.api_port}",
             grpc=f"{settings.api_host}:{settings.grpc_port}",
         )
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        await stop.wait()
+        await until_stopped()
         log.info("api stopping")
         await grpc_api.stop(grace=5)
         await runner.cleanup()

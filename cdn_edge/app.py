@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import signal
 from collections.abc import AsyncIterator
 
 import redis.asyncio as aioredis
@@ -22,6 +21,7 @@ from cdn_edge.metrics import EdgeMetrics
 from cdn_edge.origin import Origin
 from cdn_edge.responses import RecordViews
 from cdn_edge.serve import Edge
+from shared.lifecycle import until_stopped
 from shared.redis_client import create_redis
 from shared.settings import Settings
 from shared.storage import Storage
@@ -96,10 +96,6 @@ async def serve(settings: Settings, *, reuse_port: bool) -> None:
         )
         await site.start()
         log.info("edge listening", url=f"http://{settings.edge_host}:{settings.edge_port}")
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        await stop.wait()
+        await until_stopped()
         log.info("edge stopping")
         await runner.cleanup()
