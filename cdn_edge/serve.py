@@ -100,6 +100,9 @@ class Edge:
         except asyncio.CancelledError:
             served.status = served.status or 499  # nginx's "client closed request"
             raise
+        except Exception:
+            served.status = served.status or 500  # aiohttp answers it and logs the error
+            raise
         finally:
             if self.metrics is not None:
                 self.metrics.record(served.status, served.sent, served.cache, started)
