@@ -185,6 +185,10 @@ class OwnRedis:
     def stop(self) -> None:
         self.stack.sup.stop(self.name)
 
+    def signal(self, sig: signal.Signals) -> None:
+        [proc] = [p for name, p, _ in self.stack.sup.children if name == self.name]
+        proc.send_signal(sig)
+
     async def copy_token(self, res: Resources, token: str) -> None:
         await self.client.set(token_cache.key(token), await res.redis.get(token_cache.key(token)))
 
@@ -259,13 +263,22 @@ def _cached_files(directory: Path) -> list[Path]:
 # --- failures ---------------------------------------------------------------------------
 
 
-async def test_redis_down_is_503_never_an_unchecked_serve_and_it_recovers(
+async def test_redis_hung_or_down_is_503_never_an_unchecked_serve_and_it_recovers(
     stack: Stack, api: aiohttp.ClientSession, res: Resources, own_redis: OwnRedis
 ) -> None:
     p = await share(api, png(3000))
     await own_redis.copy_token(res, p.token)
     with own_edge(stack, REDIS_URL=own_redis.url, EDGE_REDIS_TIMEOUT="1") as edge:
         assert (await get(edge.public(p)))[2] == p.data  # now also in its memory cache
+
+        own_redis.signal(signal.SIGSTOP)  # hung: connections open, no answers
+        try:
+            started = time.monotonic()
+            status, _, _ = await get(edge.public(p))
+            assert status == 503 and time.monotonic() - started < 5  # EDGE_REDIS_TIMEOUT=1
+        finally:
+            own_redis.signal(signal.SIGCONT)
+        await until(lambda: _is_status(edge.public(p), 200), "the edge to recover")
 
         own_redis.stop()
         status, h, body = await get(edge.public(p))
@@ -275,13 +288,13 @@ async def test_redis_down_is_503_never_an_unchecked_serve_and_it_recovers(
 
         own_redis.start()
         # The new Redis is empty: the URL is unknown there, so 404, not the cached bytes.
-        await until(lambda: _is_404(edge.public(p)), "the edge to reach the new Redis")
+        await until(lambda: _is_status(edge.public(p), 404), "the edge to reach the new Redis")
         await own_redis.copy_token(res, p.token)
         assert (await get(edge.public(p)))[2] == p.data
 
 
-async def _is_404(url: str) -> bool:
-    return (await get(url))[0] == 404
+async def _is_status(url: str, status: int) -> bool:
+    return (await get(url))[0] == status
 
 
 async def test_s3_down_is_502_s3_hanging_is_504_and_both_recover(
