@@ -9,9 +9,9 @@ The disk cache is shared by every edge process on the machine: files are written
 temporary name and renamed into place (readers see whole files or nothing), recency is the
 file's mtime (touched on use, at most every few seconds), and whoever finds the directory
 over its bound deletes the oldest files, tolerating files that vanish under it. A cached
-file is opened per request and handed to the socket with sendfile(2): the bytes go from the
-page cache to the socket without passing through Python. A file deleted (evicted) while a
-response is reading it stays readable until that response closes it.
+file is opened per request and sent from the page cache (sendfile(2) on asyncio's loop,
+read and write in chunks on uvloop, which has no sendfile). A file deleted (evicted) while
+a response is reading it stays readable until that response closes it.
 """
 
 from __future__ import annotations
