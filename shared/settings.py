@@ -22,6 +22,8 @@ class Settings(BaseSettings):
     # long-running processes (api, worker, edge) require them.
     database_url: str | None = None
     redis_url: str | None = None
+    # The token cache's own Redis (a cluster, or a primary with replicas); unset: REDIS_URL.
+    token_redis_url: str | None = None
     s3_endpoint: str | None = None  # http(s)://host:port
     s3_access_key: str = "filecdn"
     s3_secret_key: SecretStr = SecretStr("filecdn-local-secret")
@@ -35,6 +37,12 @@ class Settings(BaseSettings):
     edge_host: str = "127.0.0.1"
     edge_port: int = 8080
     edge_workers: int = Field(default=2, ge=1)
+    # Private ops listeners (metrics, health, the dashboard): never on the serving ports.
+    # 127.0.0.1 by default; in Kubernetes OPS_HOST=0.0.0.0 behind a NetworkPolicy.
+    ops_host: str = "127.0.0.1"
+    ops_port: int = 8090  # API: dashboard, /api/..., /metrics, /healthz, /readyz
+    edge_ops_port: int = 8091  # edge: /metrics summed over its workers, /healthz, /readyz
+    worker_ops_port: int = 8093  # worker: /metrics, /healthz (a per-process heartbeat)
     public_base_url: str | None = None  # where the edge is reachable; see edge_base_url
     data_dir: Path = Path(".filecdn")
 
