@@ -17,9 +17,9 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+from cli.embedded import Supervisor
 from cli.stack import stack_environment
 from shared import db, teams
-from shared.embedded import Supervisor
 from shared.files import ListQuery, list_files, list_sql
 from shared.resources import open_resources
 from shared.settings import Settings

@@ -22,9 +22,9 @@ from pathlib import Path
 import aiohttp
 import psutil
 
+from cli.embedded import Supervisor, free_port, tcp_open, wait_until
 from cli.stack import filecdn_argv, stack_environment
 from shared import db, teams
-from shared.embedded import Supervisor, free_port, tcp_open, wait_until
 from shared.settings import Settings
 from shared.storage import PART_SIZE, Storage
 

@@ -19,8 +19,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.panel import Panel
 
+from cli.embedded import Supervisor, start_missing, tcp_open, wait_until
 from shared import db, teams
-from shared.embedded import Supervisor, start_missing, tcp_open, wait_until
 from shared.settings import Settings
 
 console = Console(stderr=True)

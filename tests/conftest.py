@@ -23,9 +23,9 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from cli.embedded import Supervisor, free_port, stop_process, tcp_open, wait_until
 from cli.stack import filecdn_argv, stack_environment
 from shared import db, teams
-from shared.embedded import Supervisor, free_port, stop_process, tcp_open, wait_until
 from shared.resources import Resources, open_resources
 from shared.settings import Settings
 

@@ -1,14 +1,19 @@
-"""Small helpers for tests: sample files, uploads, polling, and what is left in S3/Redis."""
+"""Small helpers for tests: sample files, uploads, public URLs, polling, and what is left in
+S3/Redis."""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
+from multidict import CIMultiDictProxy
 
 from shared.resources import Resources
 from shared.teams import Team
@@ -105,3 +110,60 @@ async def snapshot(res: Resources, team: Team) -> tuple[int, set[str], int, int]
         await pending_multipart_uploads(res),
         jobs,
     )
+
+
+# --- public URLs ----------------------------------------------------------------------------
+
+
+async def create(
+    api: aiohttp.ClientSession, file_id: str, body: Any = None, **kw: Any
+) -> tuple[int, Any]:
+    kwargs: dict[str, Any] = {"json": body} if body is not None else {}
+    kwargs.update(kw)
+    return await call(api, "POST", f"/v1/files/{file_id}/public-url", **kwargs)
+
+
+async def revoke(api: aiohttp.ClientSession, file_id: str) -> tuple[int, Any]:
+    return await call(api, "POST", f"/v1/files/{file_id}/public-url/revoke")
+
+
+async def fetch(url: str) -> tuple[int, bytes]:
+    async with aiohttp.ClientSession() as s, s.get(url) as r:
+        return r.status, await r.read()
+
+
+def fetch_sync(url: str) -> tuple[int, bytes]:
+    """GET a public URL from the edge, without an API key."""
+    try:
+        with urllib.request.urlopen(url, timeout=10) as r:
+            return int(r.status), r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+@dataclass
+class Public:
+    file_id: str
+    url: str
+    data: bytes
+
+    @property
+    def token(self) -> str:
+        return self.url.rsplit("/", 2)[-2]
+
+
+async def share(api: aiohttp.ClientSession, data: bytes, filename: str = "a.png") -> Public:
+    f = await upload(api, data, filename)
+    status, body = await create(api, f["id"], {})
+    assert status == 200, body
+    return Public(f["id"], body["public_url"], data)
+
+
+async def get(
+    url: str, method: str = "GET", **headers: str
+) -> tuple[int, CIMultiDictProxy[str], bytes]:
+    async with (
+        aiohttp.ClientSession(auto_decompress=False) as s,
+        s.request(method, url, headers=headers) as r,
+    ):
+        return r.status, r.headers, await r.read()

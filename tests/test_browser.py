@@ -34,13 +34,12 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from cli.embedded import free_port, tcp_open, wait_until
 from cli.stack import filecdn_argv
 from shared import teams
-from shared.embedded import free_port, tcp_open, wait_until
 from shared.resources import Resources
 from tests.conftest import Stack
-from tests.helpers import upload
-from tests.test_public_url_rules import create, revoke
+from tests.helpers import create, revoke, upload
 
 playwright_api = pytest.importorskip(
     "playwright.async_api", reason="Playwright is missing: pip install -e '.[dev]'"

@@ -17,10 +17,9 @@ import aiohttp
 import pytest
 
 from cli.durations import format_duration, parse_duration
-from shared.embedded import free_port
+from cli.embedded import free_port
 from tests.conftest import Stack, TeamKey
-from tests.helpers import png, upload
-from tests.test_xai_sdk import fetch_sync
+from tests.helpers import fetch_sync, png, upload
 
 MISSING = "file_00000000-0000-4000-8000-000000000000"
 

@@ -6,48 +6,17 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from dataclasses import dataclass
 from email.utils import formatdate, parsedate_to_datetime
 
 import aiohttp
 import pytest
-from multidict import CIMultiDictProxy
 
 from shared import token_cache
 from shared.resources import Resources
 from tests.conftest import Stack
-from tests.helpers import mp4, png, upload
-from tests.test_public_url_rules import create, revoke
+from tests.helpers import Public, get, mp4, png, revoke, share
 
 SIZE = 5000
-
-
-@dataclass
-class Public:
-    file_id: str
-    url: str
-    data: bytes
-
-    @property
-    def token(self) -> str:
-        return self.url.rsplit("/", 2)[-2]
-
-
-async def share(api: aiohttp.ClientSession, data: bytes, filename: str = "a.png") -> Public:
-    f = await upload(api, data, filename)
-    status, body = await create(api, f["id"], {})
-    assert status == 200, body
-    return Public(f["id"], body["public_url"], data)
-
-
-async def get(
-    url: str, method: str = "GET", **headers: str
-) -> tuple[int, CIMultiDictProxy[str], bytes]:
-    async with (
-        aiohttp.ClientSession(auto_decompress=False) as s,
-        s.request(method, url, headers=headers) as r,
-    ):
-        return r.status, r.headers, await r.read()
 
 
 @pytest.fixture

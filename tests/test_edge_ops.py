@@ -23,13 +23,12 @@ import psutil
 import pytest
 import redis.asyncio as aioredis
 
+from cli.embedded import free_port, start_valkey, tcp_open, wait_until
 from cli.stack import filecdn_argv
 from shared import metrics, token_cache
-from shared.embedded import free_port, start_valkey, tcp_open, wait_until
 from shared.resources import Resources
 from tests.conftest import Stack
-from tests.helpers import mp4, png, wait_for
-from tests.test_edge import Public, get, share
+from tests.helpers import Public, get, mp4, png, share, wait_for
 
 
 async def until(

@@ -6,8 +6,8 @@ import grpc
 import pytest
 from xai_sdk.proto import files_pb2, files_pb2_grpc
 
+from cli.embedded import free_port, start_valkey, tcp_open, wait_until
 from cli.stack import filecdn_argv
-from shared.embedded import free_port, start_valkey, tcp_open, wait_until
 from shared.resources import Resources
 from tests.conftest import Stack, TeamKey
 from tests.test_grpc_bad_input import auth, data, init, stream

@@ -17,7 +17,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from shared.embedded import free_port
+from cli.embedded import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 

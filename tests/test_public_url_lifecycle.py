@@ -11,8 +11,7 @@ import aiohttp
 from shared import events, metrics, token_cache
 from shared.resources import Resources
 from tests.conftest import Stack, TeamKey, WorkerHandle
-from tests.helpers import call, png, upload, wait_for
-from tests.test_public_url_rules import create, fetch, revoke
+from tests.helpers import call, create, fetch, png, revoke, upload, wait_for
 
 
 async def test_concurrent_creates_on_one_file_give_one_token(

@@ -5,32 +5,14 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from typing import Any
 
 import aiohttp
 
 from shared.resources import Resources
 from tests.conftest import Stack, TeamKey, new_team
-from tests.helpers import call, jpeg, mp4, pdf, png, snapshot, upload
+from tests.helpers import call, create, fetch, jpeg, mp4, pdf, png, revoke, snapshot, upload
 
 MISSING = "file_00000000-0000-4000-8000-000000000000"
-
-
-async def create(
-    api: aiohttp.ClientSession, file_id: str, body: Any = None, **kw: Any
-) -> tuple[int, Any]:
-    kwargs: dict[str, Any] = {"json": body} if body is not None else {}
-    kwargs.update(kw)
-    return await call(api, "POST", f"/v1/files/{file_id}/public-url", **kwargs)
-
-
-async def revoke(api: aiohttp.ClientSession, file_id: str) -> tuple[int, Any]:
-    return await call(api, "POST", f"/v1/files/{file_id}/public-url/revoke")
-
-
-async def fetch(url: str) -> tuple[int, bytes]:
-    async with aiohttp.ClientSession() as s, s.get(url) as r:
-        return r.status, await r.read()
 
 
 async def test_created_url_serves_the_file_at_once(

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import aiohttp
 
+from cli.embedded import free_port, start_valkey, tcp_open, wait_until
 from cli.stack import filecdn_argv
-from shared.embedded import free_port, start_valkey, tcp_open, wait_until
 from shared.resources import Resources
 from tests.conftest import Stack, TeamKey
-from tests.helpers import call, png, upload, wait_for
-from tests.test_public_url_rules import create, revoke
+from tests.helpers import call, create, png, revoke, upload, wait_for
 
 
 async def test_api_fails_closed_while_redis_is_down_and_recovers(

@@ -11,8 +11,6 @@ import re
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -23,8 +21,7 @@ import pytest
 from xai_sdk import AsyncClient, Client
 
 from tests.conftest import Stack, TeamKey
-from tests.helpers import jpeg, pdf, png
-from tests.test_public_url_rules import fetch
+from tests.helpers import fetch, fetch_sync, jpeg, pdf, png
 
 MiB = 1024 * 1024
 README = Path(__file__).resolve().parent.parent / "README.md"
@@ -35,15 +32,6 @@ def client(stack: Stack, team: TeamKey) -> Iterator[Client]:
     c = Client(api_key=team.key, api_host=stack.grpc_target)
     yield c
     c.close()
-
-
-def fetch_sync(url: str) -> tuple[int, bytes]:
-    """GET a public URL from the edge, without an API key."""
-    try:
-        with urllib.request.urlopen(url, timeout=10) as r:
-            return int(r.status), r.read()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read()
 
 
 def rpc_error(fn: Any, *args: Any, **kwargs: Any) -> grpc.RpcError:

@@ -86,7 +86,7 @@ class Watchdog:
 
     def __init__(self) -> None:
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "shared.embedded"],
+            [sys.executable, "-m", "cli.embedded"],
             stdin=subprocess.PIPE,
             start_new_session=True,  # a terminal's Ctrl-C must not reach it
         )
