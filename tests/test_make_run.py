@@ -123,8 +123,10 @@ def test_run_keeps_data_and_key_across_restarts(run_env: tuple[Path, dict[str, s
         first.wait_ready()
         key = (Path(env["DATA_DIR"]) / "demo-api-key").read_text().strip()
         file_id = _upload(first.api, key)
+        _joins_with_stack_env(Path(env["DATA_DIR"]) / "stack.env")
     finally:
         first.interrupt()
+    assert not (Path(env["DATA_DIR"]) / "stack.env").exists()  # it described a running stack
     second = RunningStack(Path(env["DATA_DIR"]), env)
     try:
         second.wait_ready()
@@ -137,6 +139,20 @@ def test_run_keeps_data_and_key_across_restarts(run_env: tuple[Path, dict[str, s
             assert r.read() == b"survives a restart"
     finally:
         second.interrupt()
+
+
+def _joins_with_stack_env(stack_env: Path) -> None:
+    """A process given only stack.env reaches the stack's database (and is told it is current)."""
+    assert stack_env.stat().st_mode & 0o777 == 0o600
+    joined = subprocess.run(
+        ["sh", "-c", f'set -a; . "{stack_env}"; exec "{sys.executable}" -m cli migrate'],
+        env={"PATH": os.environ["PATH"]},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert joined.returncode == 0 and "schema up to date" in joined.stdout, joined.stderr
 
 
 def _upload(api: str, key: str) -> str:
