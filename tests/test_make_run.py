@@ -18,6 +18,7 @@ import psutil
 import pytest
 
 from cli.embedded import free_port
+from tests.helpers import run_sourcing
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -144,14 +145,7 @@ def test_run_keeps_data_and_key_across_restarts(run_env: tuple[Path, dict[str, s
 def _joins_with_stack_env(stack_env: Path) -> None:
     """A process given only stack.env reaches the stack's database (and is told it is current)."""
     assert stack_env.stat().st_mode & 0o777 == 0o600
-    joined = subprocess.run(
-        ["sh", "-c", f'set -a; . "{stack_env}"; exec "{sys.executable}" -m cli migrate'],
-        env={"PATH": os.environ["PATH"]},
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    joined = run_sourcing(stack_env, [sys.executable, "-m", "cli", "migrate"], cwd=ROOT, timeout=60)
     assert joined.returncode == 0 and "schema up to date" in joined.stdout, joined.stderr
 
 

@@ -3,22 +3,15 @@ to join it with `set -a; . stack.env`. It holds credentials, so it is 0600 from 
 
 from __future__ import annotations
 
-import os
 import stat
-import subprocess
 from pathlib import Path
 
 from cli.stack import write_stack_env
+from tests.helpers import run_sourcing
 
 
 def _sourced(path: Path) -> dict[str, str]:
-    out = subprocess.run(
-        ["sh", "-c", f'set -a; . "{path}"; env -0'],
-        env={"PATH": os.environ["PATH"]},
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
+    out = run_sourcing(path, ["env", "-0"], check=True).stdout
     return dict(line.split("=", 1) for line in out.split("\0") if "=" in line)
 
 
