@@ -22,6 +22,7 @@ import click
 import pytest
 import yaml
 from aiohttp import web
+from xai_sdk.proto import files_pb2
 
 from cdn_edge import app as edge_app
 from cli.main import main as cli
@@ -387,6 +388,10 @@ def test_ingresses_route_to_real_service_ports_and_admit_full_uploads(docs: list
         assert _quantity(body.replace("m", "Mi")) > limit
     grpc = _named(docs, "Ingress", "filecdn-api-grpc")
     assert grpc["metadata"]["annotations"]["nginx.ingress.kubernetes.io/backend-protocol"] == "GRPC"
+    # The path is the service the SDK calls: /<package>.<service>/<method>.
+    [service] = files_pb2.DESCRIPTOR.services_by_name.values()
+    [path] = [p["path"] for r in grpc["spec"]["rules"] for p in r["http"]["paths"]]
+    assert path == f"/{service.full_name}"
 
 
 def test_every_namespaced_resource_lands_in_the_filecdn_namespace(docs: list[Doc]) -> None:
