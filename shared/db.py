@@ -58,6 +58,29 @@ def load_migrations() -> list[Migration]:
     return found
 
 
+class SchemaOutdated(RuntimeError):
+    """The database lacks migrations this code needs: `filecdn migrate` has not run."""
+
+
+async def check_schema(db: Pool | Connection) -> None:
+    """Refuse to start on a schema older than this code: every shipped migration applied.
+
+    A newer schema is fine (migrations keep the previous release working, so a rollback runs
+    on it). Compared as sets, so a migration merged with a lower number is not missed.
+    """
+    shipped = {mig.version for mig in load_migrations()}
+    try:
+        applied = {r["version"] for r in await db.fetch("SELECT version FROM schema_migrations")}
+    except asyncpg.UndefinedTableError:
+        applied = set()
+    missing = sorted(shipped - applied)
+    if missing:
+        raise SchemaOutdated(
+            f"the database lacks migrations {', '.join(f'{v:04d}' for v in missing)}: "
+            "run `filecdn migrate` before starting this version"
+        )
+
+
 async def migrate(dsn: str) -> list[int]:
     """Apply pending migrations, each in its own transaction; safe to run concurrently."""
     conn = await asyncpg.connect(dsn)

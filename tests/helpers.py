@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -167,3 +169,14 @@ async def get(
         s.request(method, url, headers=headers) as r,
     ):
         return r.status, r.headers, await r.read()
+
+
+def run_sourcing(env_file: Path, argv: list[str], **kw: Any) -> subprocess.CompletedProcess[str]:
+    """argv run with only PATH and what `set -a; . env_file` exports, as a person would."""
+    return subprocess.run(
+        ["sh", "-c", 'set -a; . "$0"; exec "$@"', str(env_file), *argv],
+        env={"PATH": os.environ["PATH"]},
+        capture_output=True,
+        text=True,
+        **kw,
+    )

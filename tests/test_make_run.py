@@ -18,6 +18,7 @@ import psutil
 import pytest
 
 from cli.embedded import free_port
+from tests.helpers import run_sourcing
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -123,8 +124,10 @@ def test_run_keeps_data_and_key_across_restarts(run_env: tuple[Path, dict[str, s
         first.wait_ready()
         key = (Path(env["DATA_DIR"]) / "demo-api-key").read_text().strip()
         file_id = _upload(first.api, key)
+        _joins_with_stack_env(Path(env["DATA_DIR"]) / "stack.env")
     finally:
         first.interrupt()
+    assert not (Path(env["DATA_DIR"]) / "stack.env").exists()  # it described a running stack
     second = RunningStack(Path(env["DATA_DIR"]), env)
     try:
         second.wait_ready()
@@ -137,6 +140,13 @@ def test_run_keeps_data_and_key_across_restarts(run_env: tuple[Path, dict[str, s
             assert r.read() == b"survives a restart"
     finally:
         second.interrupt()
+
+
+def _joins_with_stack_env(stack_env: Path) -> None:
+    """A process given only stack.env reaches the stack's database (and is told it is current)."""
+    assert stack_env.stat().st_mode & 0o777 == 0o600
+    joined = run_sourcing(stack_env, [sys.executable, "-m", "cli", "migrate"], cwd=ROOT, timeout=60)
+    assert joined.returncode == 0 and "schema up to date" in joined.stdout, joined.stderr
 
 
 def _upload(api: str, key: str) -> str:
