@@ -244,12 +244,13 @@ async def test_reconcile_drops_cache_entries_of_dead_urls(
     f = await upload(api, png())
     _, made = await create(api, f["id"], {})
     token = made["public_url"].split("/")[-2]
-    record = await token_cache.lookup(res.redis, token)
-    assert record is not None
+    raw = await res.redis.get(token_cache.key(token))
+    assert raw is not None
+    record = token_cache.UrlRecord.decode(raw)
     await revoke(api, f["id"])
-    await token_cache.put(res.redis, token, record)  # resurrect it behind the API's back
+    await res.tokens.put(token, record)  # resurrect it behind the API's back
     orphan = "Z" * 22  # an entry no row has ever had
-    await token_cache.put(res.redis, orphan, record)
+    await res.tokens.put(orphan, record)
 
     async def dropped() -> bool:
         return not await res.redis.exists(token_cache.key(token), token_cache.key(orphan))
