@@ -19,9 +19,12 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import aiohttp
+import grpc
 import pytest
+from xai_sdk.proto import files_pb2_grpc
 
 from cli.embedded import Supervisor, free_port, stop_process, tcp_open, wait_until
 from cli.stack import filecdn_argv, stack_environment
@@ -142,6 +145,14 @@ async def anon(stack: Stack) -> AsyncIterator[aiohttp.ClientSession]:
     """An unauthenticated HTTP client (the API and, with full URLs, the edge)."""
     async with aiohttp.ClientSession(base_url=stack.api_url) as session:
         yield session
+
+
+@pytest.fixture
+async def stub(stack: Stack) -> AsyncIterator[Any]:
+    """A raw `xai_api.Files` stub (messages as tests build them, malformed ones included)."""
+    options = [("grpc.max_send_message_length", 32 * 1024 * 1024)]
+    async with grpc.aio.insecure_channel(stack.grpc_target, options=options) as channel:
+        yield files_pb2_grpc.FilesStub(channel)
 
 
 @pytest.fixture

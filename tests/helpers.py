@@ -1,22 +1,32 @@
-"""Small helpers for tests: sample files, uploads, public URLs, polling, and what is left in
-S3/Redis."""
+"""Small helpers for tests: sample files, uploads, public URLs, raw gRPC messages, the
+README's snippets, polling, and what is left in S3/Redis."""
 
 from __future__ import annotations
 
 import asyncio
 import os
+import re
+import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from multidict import CIMultiDictProxy
+from xai_sdk.proto import files_pb2
 
 from shared.resources import Resources
 from shared.teams import Team
+
+if TYPE_CHECKING:
+    from tests.conftest import Stack, TeamKey
+
+README = Path(__file__).resolve().parent.parent / "README.md"
 
 # The seed's PNG: a signature and 32 zero bytes.
 SEED_PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 32
@@ -167,3 +177,57 @@ async def get(
         s.request(method, url, headers=headers) as r,
     ):
         return r.status, r.headers, await r.read()
+
+
+# --- raw gRPC messages (the SDK cannot send malformed streams) ------------------------------
+
+PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
+
+
+def auth(team: TeamKey) -> tuple[tuple[str, str], ...]:
+    return (("authorization", f"Bearer {team.key}"),)
+
+
+def init(name: str = "a.png", expires_after: int | None = None) -> Any:
+    return files_pb2.UploadFileChunk(
+        init=files_pb2.UploadFileInit(name=name, expires_after=expires_after)
+    )
+
+
+def data(payload: bytes) -> Any:
+    return files_pb2.UploadFileChunk(data=payload)
+
+
+async def stream(chunks: Iterable[Any]) -> AsyncIterator[Any]:
+    for c in chunks:
+        yield c
+
+
+async def uploaded(stub: Any, team: TeamKey, payload: bytes = PNG, name: str = "a.png") -> Any:
+    return await stub.UploadFile(stream([init(name), data(payload)]), metadata=auth(team))
+
+
+# --- the README's snippets, run as a user would ---------------------------------------------
+
+
+def readme_snippet(imports: str) -> str:
+    """The README's ```python block (in the SDK section) that contains `imports`."""
+    text = README.read_text()
+    section = text.split("<!-- section:sdk -->")[1].split("<!-- /section:sdk -->")[0]
+    [block] = [b for b in re.findall(r"```python\n(.*?)```", section, re.S) if imports in b]
+    return block
+
+
+def run_snippet(code: str, stack: Stack, team: TeamKey, cwd: Path) -> list[str]:
+    """Run it as a user would (a fresh interpreter), pointed at the test stack."""
+    env = {
+        **os.environ,
+        "XAI_API_KEY": team.key,
+        "FILECDN_GRPC": stack.grpc_target,
+        "FILECDN_API_URL": stack.api_url,
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=cwd, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.splitlines()

@@ -12,41 +12,14 @@ from typing import Any
 
 import grpc
 import pytest
-from xai_sdk.proto import files_pb2, files_pb2_grpc
+from xai_sdk.proto import files_pb2
 
 from shared.resources import Resources
 from tests.conftest import Stack, TeamKey
-from tests.helpers import snapshot, wait_for
+from tests.helpers import PNG, auth, data, init, snapshot, stream, uploaded, wait_for
 
 MiB = 1024 * 1024
 MISSING = "file_00000000-0000-4000-8000-000000000000"
-PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
-
-
-@pytest.fixture
-async def stub(stack: Stack) -> AsyncIterator[Any]:
-    options = [("grpc.max_send_message_length", 32 * MiB)]
-    async with grpc.aio.insecure_channel(stack.grpc_target, options=options) as channel:
-        yield files_pb2_grpc.FilesStub(channel)
-
-
-def auth(team: TeamKey) -> tuple[tuple[str, str], ...]:
-    return (("authorization", f"Bearer {team.key}"),)
-
-
-def init(name: str = "a.png", expires_after: int | None = None) -> Any:
-    return files_pb2.UploadFileChunk(
-        init=files_pb2.UploadFileInit(name=name, expires_after=expires_after)
-    )
-
-
-def data(payload: bytes) -> Any:
-    return files_pb2.UploadFileChunk(data=payload)
-
-
-async def stream(chunks: Iterable[Any]) -> AsyncIterator[Any]:
-    for c in chunks:
-        yield c
 
 
 async def upload_fails(
@@ -59,10 +32,6 @@ async def upload_fails(
     assert err.value.code() == code, err.value.details()
     assert await snapshot(res, team.team) == before
     return str(err.value.details())
-
-
-async def uploaded(stub: Any, team: TeamKey, payload: bytes = PNG, name: str = "a.png") -> Any:
-    return await stub.UploadFile(stream([init(name), data(payload)]), metadata=auth(team))
 
 
 async def test_upload_with_no_init_message_is_invalid_argument(
