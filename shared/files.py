@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 import asyncpg
+import structlog
 
 from shared import events, ids, pagination, public_urls, rules, scheduling, sniff
 from shared.actors import WORKER, Caller, Team
@@ -25,6 +26,8 @@ from shared.resources import Resources
 from shared.settings import Settings
 from shared.storage import ObjectWriter
 from shared.unit_of_work import Change, ChangeKind, UnitOfWork, unit_of_work
+
+log = structlog.get_logger(__name__)
 
 SORT_COLUMNS: dict[SortBy, str] = {
     "created_at": "f.created_at",
@@ -107,6 +110,8 @@ class Upload:
         self._head = b""
         self.size = 0
         self._state: Literal["open", "stored", "committed", "aborted"] = "open"
+        # With its pair "upload aborted", shows uploads in flight and the ones abandoned.
+        log.info("upload started", file_id=self.file_id, actor=caller.actor.label)
 
     async def write(self, data: bytes) -> None:
         if not data:
@@ -192,6 +197,9 @@ class Upload:
         elif self._state == "stored":
             self._state = "aborted"
             await self._res.storage.delete(self._writer.key)
+        else:
+            return
+        log.info("upload aborted", file_id=self.file_id, bytes=self.size)
 
 
 async def get_file(res: Resources, team: Team, file_id: str) -> StoredFile:

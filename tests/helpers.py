@@ -4,6 +4,8 @@ README's snippets, polling, and what is left in S3/Redis."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import os
 import re
 import subprocess
@@ -94,6 +96,41 @@ async def wait_for(
             return
         await asyncio.sleep(0.1)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+async def until_past(res: Resources, deadline: float) -> None:
+    """Wait until PostgreSQL's clock, which deadlines are judged by, reaches `deadline`
+    (Unix seconds). The edge and Redis read the same host clock."""
+
+    async def reached() -> bool:
+        return bool(await res.db.fetchval("SELECT now() >= to_timestamp($1)", float(deadline)))
+
+    await wait_for(reached, timeout=max(0.0, deadline - time.time()) + 10, what="the deadline")
+
+
+def logged(stack: Stack, process: str, **fields: object) -> list[dict[str, Any]]:
+    """The JSON log lines a process of the test stack has written with all these fields."""
+    path = stack.data_dir / "logs" / f"{process}.log"
+    found = []
+    for line in path.read_text(errors="replace").splitlines():
+        if line.startswith("{") and all(str(v) in line for v in fields.values()):
+            with contextlib.suppress(ValueError):
+                event = json.loads(line)
+                if all(event.get(k) == v for k, v in fields.items()):
+                    found.append(event)
+    return found
+
+
+async def wait_for_log(
+    stack: Stack, process: str, timeout: float = 15.0, **fields: object
+) -> dict[str, Any]:
+    """The first log line with these fields, once the process has written it."""
+
+    async def written() -> bool:
+        return bool(logged(stack, process, **fields))
+
+    await wait_for(written, timeout, what=f"{process} to log {fields}")
+    return logged(stack, process, **fields)[0]
 
 
 async def object_keys(res: Resources) -> set[str]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import uuid
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
@@ -16,7 +17,18 @@ from xai_sdk.proto import files_pb2
 
 from shared.resources import Resources
 from tests.conftest import Stack, TeamKey
-from tests.helpers import PNG, auth, data, init, snapshot, stream, uploaded, wait_for
+from tests.helpers import (
+    PNG,
+    auth,
+    data,
+    init,
+    pending_multipart_uploads,
+    snapshot,
+    stream,
+    uploaded,
+    wait_for,
+    wait_for_log,
+)
 
 MiB = 1024 * 1024
 MISSING = "file_00000000-0000-4000-8000-000000000000"
@@ -95,10 +107,11 @@ async def test_oversized_stream_is_resource_exhausted(
 
 @pytest.mark.parametrize("sent_mib", [0, 12], ids=["before any part", "multipart open"])
 async def test_cancelling_an_upload_mid_stream_leaves_nothing(
-    stub: Any, team: TeamKey, res: Resources, sent_mib: int
+    stub: Any, team: TeamKey, res: Resources, stack: Stack, sent_mib: int
 ) -> None:
     before = await snapshot(res, team.team)
     sent = asyncio.Event()
+    request_id = uuid.uuid4().hex
 
     async def chunks() -> AsyncIterator[Any]:
         yield init("x.png")
@@ -108,18 +121,21 @@ async def test_cancelling_an_upload_mid_stream_leaves_nothing(
         sent.set()
         await asyncio.sleep(3600)  # the client never finishes the stream
 
-    call = stub.UploadFile(chunks(), metadata=auth(team))
+    call = stub.UploadFile(chunks(), metadata=(*auth(team), ("x-request-id", request_id)))
     await sent.wait()
-    await asyncio.sleep(0.3)  # let the server receive (and store) what was sent
+    # The server holds the upload open (and, past 5 MiB, has parts in S3) when we cancel.
+    started = await wait_for_log(stack, "api", event="upload started", request_id=request_id)
+    if sent_mib:
+
+        async def parts_stored() -> bool:
+            return await pending_multipart_uploads(res) > before[2]
+
+        await wait_for(parts_stored, timeout=10, what="the server to store a part")
     call.cancel()
     with pytest.raises(asyncio.CancelledError):
         await call
-
-    async def clean() -> bool:
-        return await snapshot(res, team.team) == before
-
-    await wait_for(clean, timeout=10, what="the cancelled upload to leave nothing")
-    await asyncio.sleep(0.5)  # and nothing turns up late (a commit after the cancel)
+    # Once the server has thrown the upload away, no commit can follow it.
+    await wait_for_log(stack, "api", event="upload aborted", file_id=started["file_id"])
     assert await snapshot(res, team.team) == before
 
 
