@@ -18,10 +18,13 @@ Inside the transaction, atomic with the change:
   URL works the moment it is returned); a revoke's is gone before the commit (if the commit
   fails, the URL is dead, never alive). They all go through `res.tokens`.
 
-After a successful commit, once, in this order (`_after_commit`):
-1. stream events (`file.deleted`): the worker's consumer deletes the object;
-2. arq jobs (expiry): the deadline holds without them (Redis TTL, the edge's own check);
-3. counters (Redis buckets, Prometheus) and one log line per change and count.
+After a successful commit, once, in this order (`_after_commit`), most needed first:
+1. stream events (`file.deleted`): the worker's consumer deletes the object (lost: the
+   reconcile pass finishes deletions still pending after a minute);
+2. arq jobs (expiry): the deadline holds without them (Redis TTL, the edge's own check;
+   lost: reconcile retires overdue rows and, after a Redis loss, reschedules every job);
+3. counters (Redis buckets, Prometheus) and one log line per change and count: only
+   observed, never acted on.
 A failed effect is logged, naming what catches up, and the rest still run: the change is
 committed, so the caller gets its answer. If the body raises, the transaction rolls back
 and nothing after commit runs.

@@ -96,7 +96,7 @@ def journal(monkeypatch: pytest.MonkeyPatch) -> Journal:
 
 
 @pytest.fixture
-def res(journal: Journal) -> Resources:
+def fake_res(journal: Journal) -> Resources:
     return Resources(Settings(), None, None, FakeTokens(journal), FakePool(journal), object())  # type: ignore[arg-type]
 
 
@@ -112,10 +112,10 @@ def _everything(uow: UnitOfWork) -> None:
 
 
 async def test_cache_writes_happen_inside_and_effects_after_commit_in_order(
-    res: Resources, journal: Journal
+    fake_res: Resources, journal: Journal
 ) -> None:
     with capture_logs() as logs:
-        async with unit_of_work(res, KEY) as uow:
+        async with unit_of_work(fake_res, KEY) as uow:
             await uow.cache_put("tokenABCDEF", RECORD)
             _everything(uow)
             await uow.cache_delete("old1", "old2")
@@ -140,11 +140,11 @@ async def test_cache_writes_happen_inside_and_effects_after_commit_in_order(
 
 
 async def test_a_failing_effect_is_logged_and_the_others_still_run(
-    res: Resources, journal: Journal
+    fake_res: Resources, journal: Journal
 ) -> None:
     journal.failing = {"publish", "enqueue", "count"}
     with capture_logs() as logs:
-        async with unit_of_work(res, WORKER) as uow:  # no exception reaches the caller
+        async with unit_of_work(fake_res, WORKER) as uow:  # no exception reaches the caller
             _everything(uow)
     assert [e for e in journal.entries if " " in e] == [
         f"publish {FILE}",
@@ -162,31 +162,33 @@ async def test_a_failing_effect_is_logged_and_the_others_still_run(
 
 
 async def test_a_failing_use_case_rolls_back_and_runs_no_effect(
-    res: Resources, journal: Journal
+    fake_res: Resources, journal: Journal
 ) -> None:
     with pytest.raises(LookupError):
-        async with unit_of_work(res, KEY) as uow:
+        async with unit_of_work(fake_res, KEY) as uow:
             _everything(uow)
             raise LookupError("the use case refused")
     assert journal.entries == ["begin", "rollback", "release"]
     assert not uow.committed
 
 
-async def test_a_failing_cache_delete_aborts_the_change(res: Resources, journal: Journal) -> None:
+async def test_a_failing_cache_delete_aborts_the_change(
+    fake_res: Resources, journal: Journal
+) -> None:
     """A revoke whose cache delete fails must not commit: the row stays as it was."""
     journal.failing = {"cache_delete"}
     with pytest.raises(ConnectionError):
-        async with unit_of_work(res, KEY) as uow:
+        async with unit_of_work(fake_res, KEY) as uow:
             uow.record(Change(ChangeKind.URL_REVOKED, FILE, 1, token="tok"))
             await uow.cache_delete("tok")
     assert journal.entries == ["begin", "cache_delete tok", "rollback", "release"]
 
 
 async def test_an_early_return_still_commits_and_runs_what_was_registered(
-    res: Resources, journal: Journal
+    fake_res: Resources, journal: Journal
 ) -> None:
     async def use_case() -> str:
-        async with unit_of_work(res, WORKER) as uow:
+        async with unit_of_work(fake_res, WORKER) as uow:
             uow.count("objects.deleted")
             return "done"
         raise AssertionError("unreachable")
