@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -130,40 +130,21 @@ class UnitOfWork:
         self._counts.append((metric, log_fields))
 
     async def _after_commit(self) -> None:
+        res = self.res
         for event in self._events:
-            try:
-                await events.publish(self.res.redis, event)
-            except Exception as exc:
-                # The row says "deleted, object pending": reconcile finishes the deletion.
-                log.warning(
-                    "event not published; reconcile will finish it",
-                    type=event.type,
-                    file_id=event.file_id,
-                    error=str(exc),
-                )
+            # The row says "deleted, object pending": reconcile finishes the deletion.
+            with _logged("event not published; reconcile will finish it", file_id=event.file_id):
+                await events.publish(res.redis, event)
         for job in self._jobs:
-            try:
-                await scheduling.enqueue(self.res.arq, job)
-            except Exception as exc:
-                log.warning(
-                    "job not scheduled; reconcile will schedule it",
-                    job_id=job.job_id,
-                    error=str(exc),
-                )
-        for change in self.changes:
-            metric = METRIC[change.kind]
+            with _logged("job not scheduled; reconcile will schedule it", job_id=job.job_id):
+                await scheduling.enqueue(res.arq, job)
+        counted = [(METRIC[c.kind], c.kind.value, self._log_fields(c)) for c in self.changes]
+        counted += [(metric, metric, fields) for metric, fields in self._counts]
+        for metric, event_name, fields in counted:
             if metric is not None:
-                await self._count(metric)
-            log.info(change.kind.value, **self._log_fields(change))
-        for metric, fields in self._counts:
-            await self._count(metric)
-            log.info(metric, **fields)
-
-    async def _count(self, name: str) -> None:
-        try:
-            await metrics.count(self.res, name)
-        except Exception as exc:
-            log.warning("metrics bucket not updated", metric=name, error=str(exc))
+                with _logged("metrics bucket not updated", metric=metric):
+                    await metrics.count(res, metric)
+            log.info(event_name, **fields)
 
     def _log_fields(self, c: Change) -> dict[str, object]:
         fields: dict[str, object] = {"file_id": c.file_id, "actor": self.actor.label}
@@ -174,6 +155,16 @@ class UnitOfWork:
         if c.new_expires_at is not None:
             fields["expires_at"] = c.new_expires_at.isoformat()
         return fields
+
+
+@contextlib.contextmanager
+def _logged(failure: str, **fields: object) -> Iterator[None]:
+    """Around one after-commit effect: a failure is logged (saying what catches up), never
+    raised, so the next effect still runs."""
+    try:
+        yield
+    except Exception as exc:
+        log.warning(failure, error=str(exc), **fields)
 
 
 @contextlib.asynccontextmanager

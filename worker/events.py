@@ -18,7 +18,7 @@ from shared import events, public_urls
 from shared.actors import WORKER
 from shared.resources import Resources
 from shared.unit_of_work import unit_of_work
-from worker.failures import failed_dependency
+from worker.failures import log_failure
 
 log = structlog.get_logger(__name__)
 
@@ -92,11 +92,7 @@ async def consume(res: Resources, name: str, stop: asyncio.Event) -> None:
             for _, entries in reply or []:
                 await _process(res, entries)
         except Exception as exc:
-            dependency = failed_dependency(exc)
-            if dependency is None:
-                log.exception("event handling failed; will retry")
-            else:
-                log.warning("event consumer waiting", dependency=dependency, error=str(exc))
+            log_failure(log, "event consumer", exc)
             await asyncio.sleep(1)
 
 

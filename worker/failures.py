@@ -11,6 +11,7 @@ from types import TracebackType
 from typing import Literal
 
 import asyncpg
+import structlog
 import urllib3.exceptions
 from minio.error import MinioException
 from redis.exceptions import RedisError
@@ -46,6 +47,16 @@ def failed_dependency(exc: BaseException) -> Dependency | None:
             return found
         current = current.__cause__ or current.__context__
     return None
+
+
+def log_failure(log: structlog.typing.FilteringBoundLogger, loop: str, exc: Exception) -> None:
+    """One line for a failed pass of a worker loop: a warning naming the dependency it waits
+    for, or our own bug with its traceback."""
+    dependency = failed_dependency(exc)
+    if dependency is None:
+        log.error(f"{loop} failed; will retry", exc_info=exc)
+    else:
+        log.warning(f"{loop} waiting", dependency=dependency, error=str(exc))
 
 
 def _by_type(exc: BaseException) -> Dependency | None:

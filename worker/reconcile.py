@@ -26,7 +26,7 @@ from shared.actors import WORKER
 from shared.resources import Resources
 from shared.unit_of_work import unit_of_work
 from worker import events as event_consumer
-from worker.failures import failed_dependency
+from worker.failures import log_failure
 
 log = structlog.get_logger(__name__)
 
@@ -227,10 +227,6 @@ async def loop(res: Resources, stop: asyncio.Event) -> None:
                 first = False
                 next_run = now + interval
         except Exception as exc:
-            dependency = failed_dependency(exc)
-            if dependency is None:
-                log.exception("reconcile pass failed")
-            else:
-                log.warning("reconcile waiting", dependency=dependency, error=str(exc))
+            log_failure(log, "reconcile", exc)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=1.0)
