@@ -11,7 +11,7 @@ import time
 import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Coroutine
 from datetime import datetime
-from typing import Any, NoReturn, TypeVar
+from typing import Any, TypeVar
 
 import grpc
 import structlog
@@ -120,7 +120,8 @@ def _request_id(context: Any) -> str:
 
 
 class _Call:
-    """Times one RPC, binds its request id, and turns an exception into its status."""
+    """One RPC, around its handler: binds its request id, turns an exception into its
+    status (`context.abort`), and logs one line with the outcome and the time taken."""
 
     def __init__(self, method: str, context: Any) -> None:
         self.method = method
@@ -129,36 +130,33 @@ class _Call:
         self.started = time.perf_counter()
         structlog.contextvars.bind_contextvars(request_id=_request_id(context))
 
-    async def fail(self, exc: Exception) -> NoReturn:
-        self.code, details = grpc_status(exc)
-        await self.context.abort(self.code, details)
-        raise AssertionError("context.abort always raises")
+    async def __aenter__(self) -> _Call:
+        return self
 
-    def done(self) -> None:
-        log.info(
-            "rpc",
-            method=self.method,
-            code=self.code.name,
-            ms=round((time.perf_counter() - self.started) * 1000, 1),
-        )
-        structlog.contextvars.unbind_contextvars("request_id")
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any
+    ) -> None:
+        try:
+            if isinstance(exc, asyncio.CancelledError):
+                self.code = grpc.StatusCode.CANCELLED
+            elif isinstance(exc, Exception) and not isinstance(exc, grpc.aio.AbortError):
+                self.code, details = grpc_status(exc)
+                await self.context.abort(self.code, details)  # raises AbortError
+        finally:
+            log.info(
+                "rpc",
+                method=self.method,
+                code=self.code.name,
+                ms=round((time.perf_counter() - self.started) * 1000, 1),
+            )
+            structlog.contextvars.unbind_contextvars("request_id")
 
 
 def unary(fn: UnaryHandler[S]) -> UnaryHandler[S]:
     @functools.wraps(fn)
     async def handler(self: S, request: Any, context: Any) -> Any:
-        call = _Call(fn.__name__, context)
-        try:
+        async with _Call(fn.__name__, context):
             return await fn(self, request, context)
-        except asyncio.CancelledError:
-            call.code = grpc.StatusCode.CANCELLED
-            raise
-        except grpc.aio.AbortError:
-            raise
-        except Exception as exc:
-            await call.fail(exc)
-        finally:
-            call.done()
 
     return handler
 
@@ -167,19 +165,9 @@ def server_stream(fn: StreamHandler[S]) -> StreamHandler[S]:
     # An async generator itself, so that grpc.aio serves it as a response stream.
     @functools.wraps(fn)
     async def handler(self: S, request: Any, context: Any) -> AsyncIterator[Any]:
-        call = _Call(fn.__name__, context)
-        try:
+        async with _Call(fn.__name__, context):
             async for item in fn(self, request, context):
                 yield item
-        except asyncio.CancelledError:
-            call.code = grpc.StatusCode.CANCELLED
-            raise
-        except grpc.aio.AbortError:
-            raise
-        except Exception as exc:
-            await call.fail(exc)
-        finally:
-            call.done()
 
     return handler
 

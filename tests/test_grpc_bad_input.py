@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Coroutine, Iterable
 from typing import Any
 
 import grpc
@@ -139,19 +139,24 @@ async def test_cancelling_an_upload_mid_stream_leaves_nothing(
     assert await snapshot(res, team.team) == before
 
 
-async def test_unknown_file_id_is_not_found_everywhere(stub: Any, team: TeamKey) -> None:
+def _file_rpcs(stub: Any, team: TeamKey, file_id: str) -> list[Coroutine[Any, Any, Any]]:
+    """Every RPC that names a file, but revoke (which answers revoked=false for nothing)."""
     md = auth(team)
-    calls = [
-        stub.RetrieveFile(files_pb2.RetrieveFileRequest(file_id=MISSING), metadata=md),
-        stub.DeleteFile(files_pb2.DeleteFileRequest(file_id=MISSING), metadata=md),
-        stub.CreatePublicUrl(files_pb2.CreatePublicUrlRequest(file_id=MISSING), metadata=md),
+    return [
+        stub.RetrieveFile(files_pb2.RetrieveFileRequest(file_id=file_id), metadata=md),
+        stub.DeleteFile(files_pb2.DeleteFileRequest(file_id=file_id), metadata=md),
+        stub.CreatePublicUrl(files_pb2.CreatePublicUrlRequest(file_id=file_id), metadata=md),
         _drain(
             stub.RetrieveFileContent(
-                files_pb2.RetrieveFileContentRequest(file_id=MISSING), metadata=md
+                files_pb2.RetrieveFileContentRequest(file_id=file_id), metadata=md
             )
         ),
     ]
-    for c in calls:
+
+
+async def test_unknown_file_id_is_not_found_everywhere(stub: Any, team: TeamKey) -> None:
+    md = auth(team)
+    for c in _file_rpcs(stub, team, MISSING):
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await c
         assert err.value.code() == grpc.StatusCode.NOT_FOUND
@@ -168,18 +173,8 @@ async def _drain(call: Any) -> list[Any]:
 async def test_malformed_file_id_is_invalid_argument(stub: Any, team: TeamKey) -> None:
     md = auth(team)
     for bad in ("nope", "", "file_123", MISSING.upper()):
-        calls = [
-            stub.RetrieveFile(files_pb2.RetrieveFileRequest(file_id=bad), metadata=md),
-            stub.DeleteFile(files_pb2.DeleteFileRequest(file_id=bad), metadata=md),
-            stub.CreatePublicUrl(files_pb2.CreatePublicUrlRequest(file_id=bad), metadata=md),
-            stub.RevokePublicUrl(files_pb2.RevokePublicUrlRequest(file_id=bad), metadata=md),
-            _drain(
-                stub.RetrieveFileContent(
-                    files_pb2.RetrieveFileContentRequest(file_id=bad), metadata=md
-                )
-            ),
-        ]
-        for c in calls:
+        revoke = stub.RevokePublicUrl(files_pb2.RevokePublicUrlRequest(file_id=bad), metadata=md)
+        for c in [*_file_rpcs(stub, team, bad), revoke]:
             with pytest.raises(grpc.aio.AioRpcError) as err:
                 await c
             assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT, bad
