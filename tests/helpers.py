@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from multidict import CIMultiDictProxy
-from xai_sdk.proto import files_pb2
 
 from shared.resources import Resources
 from shared.teams import Team
@@ -226,12 +225,16 @@ def auth(team: TeamKey) -> tuple[tuple[str, str], ...]:
 
 
 def init(name: str = "a.png", expires_after: int | None = None) -> Any:
+    from xai_sdk.proto import files_pb2  # imported here: the SDK is slow to import
+
     return files_pb2.UploadFileChunk(
         init=files_pb2.UploadFileInit(name=name, expires_after=expires_after)
     )
 
 
 def data(payload: bytes) -> Any:
+    from xai_sdk.proto import files_pb2
+
     return files_pb2.UploadFileChunk(data=payload)
 
 
