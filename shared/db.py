@@ -34,7 +34,8 @@ async def create_pool(settings: Settings) -> asyncpg.Pool:
         # Statements are short; a stuck one should fail rather than hold a connection.
         command_timeout=30,
     )
-    assert pool is not None
+    if pool is None:  # asyncpg returns None only when initialisation is deferred
+        raise RuntimeError("asyncpg returned no pool")
     return pool
 
 
