@@ -22,7 +22,7 @@ from cdn_edge.origin import Origin
 from cdn_edge.responses import RecordViews
 from cdn_edge.serve import Edge
 from shared.lifecycle import until_stopped
-from shared.redis_client import create_redis
+from shared.redis_client import create_redis, create_token_redis, has_own_token_redis
 from shared.settings import Settings
 from shared.storage import Storage
 
@@ -35,8 +35,15 @@ _SHUTDOWN_GRACE = 10.0  # seconds a response under way may take to finish on sto
 async def open_edge(settings: Settings) -> AsyncIterator[tuple[Edge, aioredis.Redis]]:
     """The handler with its dependencies, and the background tasks that keep it fresh."""
     redis = create_redis(settings, timeout=settings.edge_redis_timeout)
+    # Token lookups may go to their own Redis (a cluster, or a replica near the edge).
+    own_token_redis = has_own_token_redis(settings)
+    token_redis = (
+        create_token_redis(settings, timeout=settings.edge_redis_timeout)
+        if own_token_redis
+        else redis
+    )
     storage = Storage(settings)
-    lookups = TokenLookups(redis, settings.edge_redis_timeout)
+    lookups = TokenLookups(token_redis, settings.edge_redis_timeout)
     metrics = EdgeMetrics() if settings.edge_metrics else None
     edge = Edge(
         lookups=lookups,
@@ -72,6 +79,8 @@ async def open_edge(settings: Settings) -> AsyncIterator[tuple[Edge, aioredis.Re
         await edge.close()
         await lookups.close()
         await storage.close()
+        if own_token_redis:
+            await token_redis.aclose()
         await redis.aclose()
 
 
