@@ -10,6 +10,7 @@ imported where a fixture needs them, so that the pure tests start quickly.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import signal
@@ -244,14 +245,27 @@ async def team(res: Resources) -> TeamKey:
     return await new_team(res)
 
 
-@pytest.fixture
-async def api(stack: Stack, team: TeamKey) -> AsyncIterator[aiohttp.ClientSession]:
-    """An HTTP client for the REST API, authenticated as this test's team."""
+@contextlib.asynccontextmanager
+async def team_client(api_url: str, team: TeamKey) -> AsyncIterator[aiohttp.ClientSession]:
     import aiohttp
 
     async with aiohttp.ClientSession(
-        base_url=stack.api_url, headers={"Authorization": f"Bearer {team.key}"}
+        base_url=api_url, headers={"Authorization": f"Bearer {team.key}"}
     ) as session:
+        yield session
+
+
+@pytest.fixture
+async def api(stack: Stack, team: TeamKey) -> AsyncIterator[aiohttp.ClientSession]:
+    """An HTTP client for the REST API, authenticated as this test's team."""
+    async with team_client(stack.api_url, team) as session:
+        yield session
+
+
+@pytest.fixture
+async def tapi(topology: Topology, team: TeamKey) -> AsyncIterator[aiohttp.ClientSession]:
+    """The same for a token-cache topology's own API."""
+    async with team_client(topology.api_url, team) as session:
         yield session
 
 

@@ -19,7 +19,7 @@ from cli.embedded import free_port
 from shared import token_cache
 from shared.resources import Resources
 from shared.token_cache import TokenCache
-from tests.conftest import TeamKey, Topology, WorkerHandle
+from tests.conftest import Topology, WorkerHandle
 from tests.helpers import (
     call,
     create,
@@ -31,15 +31,6 @@ from tests.helpers import (
     upload,
     wait_for,
 )
-
-
-@pytest.fixture
-async def tapi(topology: Topology, team: TeamKey) -> AsyncIterator[aiohttp.ClientSession]:
-    """The topology's REST API, as this test's team."""
-    async with aiohttp.ClientSession(
-        base_url=topology.api_url, headers={"Authorization": f"Bearer {team.key}"}
-    ) as session:
-        yield session
 
 
 @pytest.fixture
