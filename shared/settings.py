@@ -110,7 +110,8 @@ class Settings(BaseSettings):
                 "TOKEN_REDIS_WAIT_REPLICAS applies to a primary whose replicas edges read;"
                 " a cluster's edges read its primaries"
             )
-        if self.token_redis_wait_timeout >= self.redis_timeout:
+        if self.token_redis_wait_replicas and self.token_redis_wait_timeout >= self.redis_timeout:
+            # The client would give up on the connection before WAIT answers.
             raise ValueError("TOKEN_REDIS_WAIT_TIMEOUT must be below REDIS_TIMEOUT")
         return self
 

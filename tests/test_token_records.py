@@ -101,6 +101,7 @@ def test_token_cache_settings_are_checked_at_start() -> None:
         Settings(token_redis_mode="cluster", token_redis_wait_replicas=1)
     with pytest.raises(ValidationError, match="REDIS_TIMEOUT"):
         Settings(token_redis_wait_replicas=1, token_redis_wait_timeout=5, redis_timeout=5)
+    Settings(redis_timeout=1)  # the wait timeout matters only when there is a wait
     with pytest.raises(ValidationError):
         Settings(token_redis_mode="sentinel")  # type: ignore[arg-type]
 
