@@ -8,7 +8,8 @@ import re
 import click
 
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-# ASCII digits only (`\d` and str.isdigit also take "²" and "١"), and few enough for int().
+# ASCII digits only (`\d` and str.isdigit also take superscripts and other scripts' digits),
+# and few enough for int().
 _NUMBER = "[0-9]{1,15}"
 _PART = re.compile(f"({_NUMBER})([smhdw])")
 _WHOLE = re.compile(f"{_NUMBER}|(?:{_NUMBER}[smhdw])+")
