@@ -230,7 +230,7 @@ def _upload_body(settings: Settings) -> Schema:
     }
 
 
-def _public_url_body(settings: Settings, *, with_expiry: bool) -> Schema:
+def _public_url_body(*, with_expiry: bool) -> Schema:
     properties: Schema = {}
     if with_expiry:
         properties["expires_after"] = {
@@ -311,87 +311,90 @@ def _links(source: str, exclude: str = "") -> Schema:
     }
 
 
+def _operation(
+    operation_id: str, summary: str, ok: dict[str, Schema], errors: tuple[int, ...], **extra: Any
+) -> Schema:
+    """One operation: its success responses, then the errors it can answer."""
+    return {
+        "operationId": operation_id,
+        "summary": summary,
+        **extra,
+        "responses": {**ok, **_errors(*errors)},
+    }
+
+
 def _paths(settings: Settings) -> dict[str, Schema]:
     file_json = _ref("schemas", "File")
     by_id = "$request.path.file_id"
+    health = {"type": "object", "required": ["status"], "properties": {"status": {"const": "ok"}}}
     return {
         "/healthz": {
-            "get": {
-                "operationId": "healthz",
-                "summary": "Liveness: the process answers.",
-                "security": [],
-                "responses": {
-                    "200": _ok(
-                        "Alive.",
-                        {
-                            "type": "object",
-                            "required": ["status"],
-                            "properties": {"status": {"const": "ok"}},
-                        },
-                    )
-                },
-            }
+            "get": _operation(
+                "healthz",
+                "Liveness: the process answers.",
+                {"200": _ok("Alive.", health)},
+                (),
+                security=[],
+            )
         },
         "/openapi.json": {
-            "get": {
-                "operationId": "openapi",
-                "summary": "This document.",
-                "security": [],
-                "responses": {"200": _ok("The OpenAPI document.", {"type": "object"})},
-            }
+            "get": _operation(
+                "openapi",
+                "This document.",
+                {"200": _ok("The OpenAPI document.", {"type": "object"})},
+                (),
+                security=[],
+            )
         },
         "/v1/files": {
-            "post": {
-                "operationId": "uploadFile",
-                "summary": "Upload a file (multipart).",
-                "description": "`expires_after` (3600..2592000 by default) is either a plain "
-                "integer field or OpenAI's `expires_after[anchor]=created_at` with "
-                "`expires_after[seconds]`; in any order relative to the file part.",
-                "requestBody": _upload_body(settings),
-                "responses": {
-                    "200": _ok(
-                        "The stored file.",
-                        file_json,
-                        links=_links("$response.body#/id"),
-                    ),
-                    **_errors(400, 401, 413, 429, 503),
-                },
-            },
-            "get": {
-                "operationId": "listFiles",
-                "summary": "List the team's files, a page at a time.",
-                "parameters": _list_params(),
-                "responses": {
-                    "200": _ok("A page of files.", _ref("schemas", "FileList")),
-                    **_errors(400, 401, 503),
-                },
-            },
+            "post": _operation(
+                "uploadFile",
+                "Upload a file (multipart).",
+                {"200": _ok("The stored file.", file_json, links=_links("$response.body#/id"))},
+                (400, 401, 413, 429, 503),
+                description=f"`expires_after` ({settings.expires_after_min}.."
+                f"{settings.expires_after_max} seconds) is either a plain integer field or "
+                "OpenAI's `expires_after[anchor]=created_at` with `expires_after[seconds]`, "
+                "before or after the file part.",
+                requestBody=_upload_body(settings),
+            ),
+            "get": _operation(
+                "listFiles",
+                "List the team's files, a page at a time.",
+                {"200": _ok("A page of files.", _ref("schemas", "FileList"))},
+                (400, 401, 503),
+                parameters=_list_params(),
+            ),
         },
         "/v1/files/{file_id}": {
             "parameters": [_file_id_param()],
-            "get": {
-                "operationId": "getFile",
-                "summary": "One file's metadata.",
-                "responses": {
-                    "200": _ok("The file.", file_json),
-                    **_errors(400, 401, 404, 503),
-                },
-            },
-            "delete": {
-                "operationId": "deleteFile",
-                "summary": "Delete a file; its public URL dies with it.",
-                "responses": {
-                    "200": _ok("Deleted.", _ref("schemas", "DeletedFile")),
-                    **_errors(400, 401, 404, 503),
-                },
-            },
+            "get": _operation(
+                "getFile",
+                "One file's metadata.",
+                {"200": _ok("The file.", file_json)},
+                (400, 401, 404, 503),
+            ),
+            "delete": _operation(
+                "deleteFile",
+                "Delete a file; its public URL dies with it.",
+                {"200": _ok("Deleted.", _ref("schemas", "DeletedFile"))},
+                (400, 401, 404, 503),
+            ),
         },
         "/v1/files/{file_id}/content": {
             "parameters": [_file_id_param()],
-            "get": {
-                "operationId": "getFileContent",
-                "summary": "The file's bytes (a single byte range may be asked for).",
-                "parameters": [
+            "get": _operation(
+                "getFileContent",
+                "The file's bytes (a single byte range may be asked for).",
+                {
+                    "200": _content_response("The whole file."),
+                    "206": _content_response(
+                        "The requested range.",
+                        {"Content-Range": {"required": True, "schema": {"type": "string"}}},
+                    ),
+                },
+                (400, 401, 404, 416, 503),
+                parameters=[
                     _query(
                         "format",
                         {"enum": ["original", "text"]},
@@ -406,50 +409,42 @@ def _paths(settings: Settings) -> dict[str, Schema]:
                         "`bytes=100-`); anything else is ignored and the whole file is sent.",
                     },
                 ],
-                "responses": {
-                    "200": _content_response("The whole file."),
-                    "206": _content_response(
-                        "The requested range.",
-                        {"Content-Range": {"required": True, "schema": {"type": "string"}}},
-                    ),
-                    **_errors(400, 401, 404, 416, 503),
-                },
-            },
+            ),
         },
         "/v1/files/{file_id}/public-url": {
             "parameters": [_file_id_param()],
-            "post": {
-                "operationId": "createPublicUrl",
-                "summary": "Create the file's public URL, or return (and re-time) the live one.",
-                "description": "Only PNG, JPEG, MP4 and PDF files (judged by their bytes), "
-                f"non-empty, at most {settings.public_url_max_bytes} bytes.",
-                "requestBody": _public_url_body(settings, with_expiry=True),
-                "responses": {
+            "post": _operation(
+                "createPublicUrl",
+                "Create the file's public URL, or return (and re-time) the live one.",
+                {
                     "200": _ok(
                         "The URL and its deadline.",
                         _ref("schemas", "PublicUrl"),
                         links=_links(by_id, exclude="createPublicUrl"),
-                    ),
-                    **_errors(400, 401, 404, 413, 429, 503),
+                    )
                 },
-            },
+                (400, 401, 404, 413, 429, 503),
+                description="Only PNG, JPEG, MP4 and PDF files (judged by their bytes), "
+                f"non-empty, at most {settings.public_url_max_bytes} bytes.",
+                requestBody=_public_url_body(with_expiry=True),
+            ),
         },
         "/v1/files/{file_id}/public-url/revoke": {
             "parameters": [_file_id_param()],
-            "post": {
-                "operationId": "revokePublicUrl",
-                "summary": "Revoke the file's public URL at once; idempotent.",
-                "requestBody": _public_url_body(settings, with_expiry=False),
-                "responses": {
+            "post": _operation(
+                "revokePublicUrl",
+                "Revoke the file's public URL at once; idempotent.",
+                {
                     "200": _ok(
                         "revoked: false when there was nothing to revoke (also for an unknown "
                         "or deleted file).",
                         _ref("schemas", "Revocation"),
                         links=_links(by_id, exclude="revokePublicUrl"),
-                    ),
-                    **_errors(400, 401, 413, 503),
+                    )
                 },
-            },
+                (400, 401, 413, 503),
+                requestBody=_public_url_body(with_expiry=False),
+            ),
         },
     }
 
