@@ -226,6 +226,49 @@ def run_sourcing(env_file: Path, argv: list[str], **kw: Any) -> subprocess.Compl
     )
 
 
+# --- the `filecdn files` command, as a script or a person runs it ---------------------------
+
+
+@dataclass
+class Cli:
+    """Runs `python -m cli files ...` with FILECDN_API_URL and XAI_API_KEY set."""
+
+    env: dict[str, str]
+    cwd: Path
+
+    def __call__(self, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "cli", "files", *args],
+            capture_output=True,
+            text=True,
+            env={**self.env, **env},
+            cwd=self.cwd,
+            timeout=60,
+        )
+
+    def json(self, *args: str) -> Any:
+        done = self(*args, "--json")
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout)
+
+    def bytes_out(self, *args: str) -> bytes:
+        done = subprocess.run(
+            [sys.executable, "-m", "cli", "files", *args],
+            capture_output=True,
+            env=self.env,
+            cwd=self.cwd,
+            timeout=60,
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+
+def one_line_error(done: subprocess.CompletedProcess[str], code: int = 1) -> str:
+    assert done.returncode == code, (done.returncode, done.stdout, done.stderr)
+    assert done.stderr.startswith("error: ") and done.stderr.count("\n") == 1, done.stderr
+    return done.stderr.removeprefix("error: ").strip()
+
+
 # --- raw gRPC messages (the SDK cannot send malformed streams) ------------------------------
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
