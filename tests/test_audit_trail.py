@@ -390,3 +390,32 @@ async def test_admin_names_keys_and_lists_their_names(stack: Stack, res: Resourc
     assert caller.actor.name == "[bold]ci[/bold]"
     refused = await asyncio.to_thread(admin, "create-key", "--team", team.team.name, "--name", " ")
     assert refused.returncode == 1 and "key name" in refused.stderr
+
+
+async def test_listing_events_walks_an_index_at_100k_rows(
+    api: aiohttp.ClientSession, res: Resources, team: TeamKey
+) -> None:
+    """Both list queries (the team's, one file's) read an index in order, never sort a scan."""
+    from shared import audit
+
+    files = [await upload(api, png()) for _ in range(2)]
+    await res.db.execute(
+        """INSERT INTO audit_events (team_id, file_id, kind, actor_kind, actor_name)
+           SELECT $1, CASE WHEN g % 100 = 0 THEN $2 ELSE $3 END, 'url.updated', 'worker', 'w'
+             FROM generate_series(1, 100000) g""",
+        team.team.id,
+        files[0]["id"],
+        files[1]["id"],
+    )
+    await res.db.execute("ANALYZE audit_events")
+    cases = [
+        (audit._BY_TEAM, [team.team.id, 2**63 - 1, 101]),
+        (audit._BY_FILE, [team.team.id, 2**63 - 1, 101, files[0]["id"]]),
+        (audit._BY_FILE, [team.team.id, 50_000, 101, files[0]["id"]]),
+    ]
+    for sql, args in cases:
+        async with res.db.acquire() as conn:
+            plan = "\n".join(r[0] for r in await conn.fetch("EXPLAIN " + sql, *args))
+        assert "Index" in plan and " Sort " not in plan and "Seq Scan" not in plan, plan
+    page = await history(api, files[0]["id"], limit=5)
+    assert len(page["data"]) == 5 and page["has_more"]
