@@ -158,6 +158,14 @@ def files_table(rows: list[Json], hits: dict[str, int] | None = None) -> Table:
     return table
 
 
+def details_table(rows: tuple[tuple[str, str], ...]) -> Table:
+    """One thing's fields, a name and a value a line; values are text, never markup."""
+    table = Table(show_header=False, box=None)
+    for name, value in rows:
+        table.add_row(name, Text(value))
+    return table
+
+
 @contextlib.contextmanager
 def progress_bars(target: Target) -> Iterator[Progress]:
     """Bars on stderr, only for a person at a terminal."""
@@ -291,8 +299,7 @@ def get(target: Target, file_id: str) -> None:
     if target.as_json:
         emit_json(f)
         return
-    table = Table(show_header=False, box=None)
-    for name, value in (
+    details = (
         ("id", f["id"]),
         ("name", f["filename"]),
         ("size", f"{decimal(f['bytes'])} ({f['bytes']} bytes)"),
@@ -301,9 +308,8 @@ def get(target: Target, file_id: str) -> None:
         ("expires", when(f.get("expires_at")) or "never"),
         ("public url", f.get("public_url") or ""),
         ("public url expires", when(f.get("public_url_expires_at")) if f.get("public_url") else ""),
-    ):
-        table.add_row(name, value)
-    stdout().print(table)
+    )
+    stdout().print(details_table(details))
 
 
 @command
@@ -413,17 +419,15 @@ def stats(target: Target, file_id: str) -> None:
     if target.as_json:
         emit_json(u)
         return
-    table = Table(show_header=False, box=None)
-    for name, value in (
+    details = (
         ("public url", u["public_url"]),
         ("created", when_exactly(u["created_at"])),
         ("expires", when_exactly(u.get("expires_at")) or "never"),
         ("hits", str(u["hits"])),
         ("bytes sent", f"{decimal(u['bytes_sent'])} ({u['bytes_sent']} bytes)"),
         ("last access", when_exactly(u.get("last_accessed_at")) or "never"),
-    ):
-        table.add_row(name, Text(value))
-    stdout().print(table)
+    )
+    stdout().print(details_table(details))
 
 
 @command

@@ -58,6 +58,13 @@ async def totals(res: Resources, token: str) -> tuple[int, int, datetime | None]
     return row["hits"], row["bytes_sent"], row["last_accessed_at"]
 
 
+async def assert_exact(res: Resources, served: dict[str, LinkCount]) -> None:
+    """Each URL's totals are what the edges served, and no folding key is left behind."""
+    for t, c in served.items():
+        assert (await totals(res, t))[:2] == (c.hits, c.bytes)
+    assert await nothing_left(res)
+
+
 async def minutes(res: Resources, token: str) -> dict[datetime, tuple[int, int]]:
     rows = await res.db.fetch(
         """SELECT m.minute, m.hits, m.bytes FROM public_url_minutes m
@@ -113,12 +120,9 @@ async def test_a_crash_after_the_rename_is_folded_once_by_the_next_pass(
     more = await two_edges(res, tokens[:1], rounds=1)  # a new pending hash meanwhile
     # Another worker, once the key is old enough to be a leftover.
     await Folder(res, leftover_age_ms=0).fold_pass()
-    assert (await totals(res, tokens[0]))[:2] == (
-        served[tokens[0]].hits + more[tokens[0]].hits,
-        served[tokens[0]].bytes + more[tokens[0]].bytes,
-    )
-    assert (await totals(res, tokens[1]))[:2] == (served[tokens[1]].hits, served[tokens[1]].bytes)
-    assert await nothing_left(res)
+    served[tokens[0]].hits += more[tokens[0]].hits
+    served[tokens[0]].bytes += more[tokens[0]].bytes
+    await assert_exact(res, served)
 
 
 async def test_a_fresh_folding_key_is_left_to_its_own_worker(
@@ -152,9 +156,7 @@ async def test_a_crash_inside_the_transaction_adds_nothing_and_is_folded_once_la
     assert await minutes(res, tokens[0]) == {}
     monkeypatch.undo()
     await Folder(res, leftover_age_ms=0).fold_pass()
-    for t in tokens:
-        assert (await totals(res, t))[:2] == (served[t].hits, served[t].bytes)
-    assert await nothing_left(res)
+    await assert_exact(res, served)
 
 
 async def test_a_crash_after_the_commit_never_adds_twice(
@@ -169,9 +171,7 @@ async def test_a_crash_after_the_commit_never_adds_twice(
     await folder.commit(key, link_stats.parse(raw))  # committed; died before DEL
     again = await Folder(res, leftover_age_ms=0).fold_pass()
     assert again.already_folded == 1
-    for t in tokens:
-        assert (await totals(res, t))[:2] == (served[t].hits, served[t].bytes)
-    assert await nothing_left(res)
+    await assert_exact(res, served)
 
 
 async def test_two_workers_folding_the_same_leftover_add_it_once(
@@ -182,8 +182,7 @@ async def test_two_workers_folding_the_same_leftover_add_it_once(
     assert await Folder(res).claim(int(time.time() * 1000)) is not None
     results = await asyncio.gather(*(Folder(res, leftover_age_ms=0).fold_pass() for _ in range(4)))
     assert sum(r.tokens for r in results) == 3  # one of them added; the rest found it done
-    for t in tokens:
-        assert (await totals(res, t))[:2] == (served[t].hits, served[t].bytes)
+    await assert_exact(res, served)
 
 
 async def test_a_big_pending_hash_is_folded_in_bounded_parts(
@@ -197,9 +196,7 @@ async def test_a_big_pending_hash_is_folded_in_bounded_parts(
     stats = await Folder(res).fold_pass()
     assert stats.keys >= 5  # 17 tokens in parts of 4, then the emptied key itself
     assert stats.unknown_tokens == 7
-    for t in tokens[:10]:
-        assert (await totals(res, t))[:2] == (served[t].hits, served[t].bytes)
-    assert await nothing_left(res)
+    await assert_exact(res, {t: served[t] for t in tokens[:10]})
 
 
 async def test_a_split_interrupted_half_way_loses_and_doubles_nothing(
@@ -216,9 +213,7 @@ async def test_a_split_interrupted_half_way_loses_and_doubles_nothing(
     assert len(parts) == 3
     await Folder(res).commit(parts[0], link_stats.parse(await res.redis.hgetall(parts[0])))
     await Folder(res, leftover_age_ms=0).fold_pass()
-    for t in tokens:
-        assert (await totals(res, t))[:2] == (served[t].hits, served[t].bytes)
-    assert await nothing_left(res)
+    await assert_exact(res, served)
 
 
 async def test_revoked_urls_keep_their_late_counts_and_unknown_tokens_are_dropped(
