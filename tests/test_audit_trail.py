@@ -419,3 +419,25 @@ async def test_listing_events_walks_an_index_at_100k_rows(
         assert "Index" in plan and " Sort " not in plan and "Seq Scan" not in plan, plan
     page = await history(api, files[0]["id"], limit=5)
     assert len(page["data"]) == 5 and page["has_more"]
+
+
+async def test_the_event_handler_records_a_url_it_revokes_with_its_file(
+    api: aiohttp.ClientSession, res: Resources
+) -> None:
+    """Normally the delete revoked the URL already; if not (a row retired by hand, say), the
+    worker's handler does, and records it as the worker."""
+    from shared import events
+    from worker import events as event_consumer
+
+    f = await upload(api, png())
+    _, made = await create(api, f["id"], {})
+    key = await res.db.fetchval(
+        "UPDATE files SET deleted_at = now() WHERE id = $1 RETURNING object_key", f["id"]
+    )
+    event = events.FileEvent(events.FILE_DELETED, f["id"], key, 0, "deleted")
+    await event_consumer.handle(res, event)
+    await event_consumer.handle(res, event)  # redelivered: nothing more
+    newest, *_ = (await history(api, f["id"]))["data"]
+    assert (newest["kind"], newest["actor"]["kind"]) == ("url.revoked_with_file", "worker")
+    assert newest["token_prefix"] == token_of(made["public_url"])[:4]
+    assert await kinds(api, f["id"]) == ["file.uploaded", "url.created", "url.revoked_with_file"]
