@@ -216,6 +216,21 @@ async def test_a_split_interrupted_half_way_loses_and_doubles_nothing(
     await assert_exact(res, served)
 
 
+async def test_two_workers_splitting_one_big_key_move_each_count_once(
+    res: Resources, api: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(link_stats_fold, "PART_TOKENS", 2)
+    urls = [await share(api, png()) for _ in range(9)]
+    served = await two_edges(res, [u.token for u in urls], rounds=2)
+    key = await Folder(res).claim(int(time.time() * 1000))
+    assert key is not None and link_stats_fold.is_big(key)
+    results = await asyncio.gather(
+        *(Folder(res, leftover_age_ms=0).fold_key(key) for _ in range(3))
+    )
+    assert sum(r.tokens for r in results) == 9
+    await assert_exact(res, served)
+
+
 async def test_revoked_urls_keep_their_late_counts_and_unknown_tokens_are_dropped(
     res: Resources, api: aiohttp.ClientSession, urls: list[Public]
 ) -> None:

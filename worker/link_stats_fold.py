@@ -4,24 +4,30 @@ The edges' side of the contract is `shared/link_stats.py`. Every LINK_STATS_FOLD
 each worker makes one pass:
 1. claim: a script RENAMEs the pending hash to a unique folding key and registers that key
    in a sorted set (score: when), in one atomic step; increments arriving later start a new
-   pending hash. Registered keys older than LEFTOVER_AGE_MS (their worker died, or a
-   commit failed) are folded too, by whichever worker sees them first.
-2. split: a folding key too big for one transaction is cut into parts of whole tokens by a
-   script that moves each token's fields and registers the part in one atomic step, so
-   every field is always in exactly one registered key.
-3. fold: one transaction first inserts the key's name into `link_stats_folds`, then adds
-   the counts to `public_urls` (hits, bytes_sent, last_accessed_at = the later one) and to
-   `public_url_minutes` (the minute of the token's last access as the edge flushed it, `t:`;
-   the fold's own minute when absent). A name already there adds nothing; a concurrent fold
-   of the same key waits on that insert and then finds it.
-4. finish: DEL the key and drop it from the registry.
+   pending hash. A pending hash of up to PART_TOKENS tokens becomes a *part*; a bigger one
+   (a backlog: the worker was down) becomes a *big* key (name ending `:big`).
+2. split: a big key is never read for counting, only moved from: a script moves whole
+   tokens' fields into a new part and registers it, atomically, PART_TOKENS at a time; what
+   is left is renamed into a last part. So every field is always in exactly one registered
+   key, and a part, once made, never changes.
+3. fold: one transaction per part first inserts the part's name into `link_stats_folds`,
+   then adds its counts to `public_urls` (hits, bytes_sent, last_accessed_at = the later
+   one) and to `public_url_minutes` (the minute of the token's last access as the edge
+   flushed it, `t:`; the fold's own minute when absent). A name already recorded adds
+   nothing; a concurrent fold of the same part waits on that insert, then finds it.
+4. finish: DEL the part and drop it from the registry.
+Registered keys older than LEFTOVER_AGE_MS (their worker died, or its commit failed) are
+taken up by whichever worker sees them first.
 
 Why nothing is counted twice or lost (short of losing Redis's data):
-- a crash before the claim's script ran leaves the pending hash as it was;
-- a crash after the claim but before the commit (or a failed transaction) leaves a
-  registered key that no commit has named: a later pass folds it once;
-- a crash after the commit but before finishing leaves a registered key whose name is
+- the claim and each move are single scripts: a crash leaves them done or not done;
+- a crash after a part exists but before its commit (or a failed transaction) leaves a
+  registered part that no commit has named: a later pass folds it once;
+- a crash after the commit but before finishing leaves a registered part whose name is
   recorded: the next fold of it adds nothing and finishes it;
+- parts are immutable and big keys are never read whole, so two workers on the same key
+  at once (a split slower than LEFTOVER_AGE_MS) still move each field once and count each
+  part once;
 - `link_stats_folds` rows outlive any folding key: a key lives at most PENDING_TTL_SECONDS
   after its rename (it gets no more writes), and the rows are kept a day longer.
 Counts for tokens with no row are dropped (logged at debug); a revoked or expired URL's row
@@ -56,18 +62,25 @@ LEFTOVERS_PER_PASS = 100
 # One transaction adds at most this many tokens; a bigger folding key is split first.
 PART_TOKENS = 5000
 _SCAN_COUNT = 1000
+BIG_SUFFIX = ":big"
 # Fold records are kept this much longer than a folding key can live.
 FOLD_RECORD_MARGIN_SECONDS = 24 * 3600
 
-_CLAIM = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+# KEYS: source, destination, registry; ARGV: the destination's score. The claim (pending ->
+# a folding key) and the last step of a split (what is left of a big key -> a part).
+_RENAME = """
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  redis.call('ZREM', KEYS[3], KEYS[1])
+  return 0
+end
 redis.call('RENAME', KEYS[1], KEYS[2])
 redis.call('ZADD', KEYS[3], ARGV[1], KEYS[2])
+redis.call('ZREM', KEYS[3], KEYS[1])
 return 1
 """
 # KEYS: source, part, registry; ARGV: the part's score, then tokens. Moves each token's
-# h:/b:/t: fields; the part is registered in the same step, the source dropped once empty.
-_SPLIT = """
+# h:/b:/t: fields into a new part, registered in the same step.
+_MOVE = """
 local ttl = redis.call('PTTL', KEYS[1])
 local moved = 0
 for i = 2, #ARGV do
@@ -85,7 +98,6 @@ if moved > 0 then
   redis.call('ZADD', KEYS[3], ARGV[1], KEYS[2])
   if ttl > 0 then redis.call('PEXPIRE', KEYS[2], ttl) end
 end
-if redis.call('EXISTS', KEYS[1]) == 0 then redis.call('ZREM', KEYS[3], KEYS[1]) end
 return moved
 """
 
@@ -117,10 +129,15 @@ SELECT count(*) FROM u
 """
 
 
-def folding_key(now_ms: int) -> str:
+def folding_key(now_ms: int, *, big: bool = False) -> str:
     """Unique, and ordered by claim time (13 digits until 2286): the retention sweep deletes
-    old fold records by a range of the primary key."""
-    return f"{link_stats.FOLDING_PREFIX}{now_ms:013d}-{uuid.uuid4().hex[:16]}"
+    old fold records by a range of the primary key (a part's name starts with its key's)."""
+    name = f"{link_stats.FOLDING_PREFIX}{now_ms:013d}-{uuid.uuid4().hex[:16]}"
+    return f"{name}{BIG_SUFFIX}" if big else name
+
+
+def is_big(key: str) -> bool:
+    return key.endswith(BIG_SUFFIX)
 
 
 def fold_records_before(cutoff_ms: int) -> str:
@@ -161,8 +178,8 @@ class Folder:
     def __init__(self, res: Resources, *, leftover_age_ms: int = LEFTOVER_AGE_MS) -> None:
         self.res = res
         self.leftover_age_ms = leftover_age_ms
-        self._claim = res.redis.register_script(_CLAIM)
-        self._split = res.redis.register_script(_SPLIT)
+        self._rename = res.redis.register_script(_RENAME)
+        self._move = res.redis.register_script(_MOVE)
 
     async def fold_pass(self) -> FoldStats:
         """Claim what the edges have written, then fold it and any leftovers."""
@@ -181,26 +198,38 @@ class Folder:
         return stats
 
     async def claim(self, now_ms: int) -> str | None:
-        """Rename the pending hash to a new registered folding key; None if nothing pending."""
-        key = folding_key(now_ms)
-        keys = [link_stats.PENDING_KEY, key, REGISTRY_KEY]
-        return key if await self._claim(keys=keys, args=[now_ms]) else None
+        """Rename the pending hash to a new registered folding key; None if nothing pending.
+
+        Its size is read just before: a few more fields may arrive in between, so a part's
+        bound is soft by one flush interval's worth."""
+        size: int = await self.res.redis.hlen(link_stats.PENDING_KEY)  # type: ignore[misc]
+        if not size:
+            return None
+        key = folding_key(now_ms, big=size > 3 * PART_TOKENS)
+        moved = await self._rename(keys=[link_stats.PENDING_KEY, key, REGISTRY_KEY], args=[now_ms])
+        return key if moved else None
 
     async def fold_key(self, key: str) -> FoldStats:
-        """Fold one registered key (split first if too big), then finish it."""
+        """Fold one registered key: a part at once; a big key part by part."""
+        if not is_big(key):
+            return await self.fold_part(key)
         stats = FoldStats()
-        size: int = await self.res.redis.hlen(key)  # type: ignore[misc]  # redis-py's union
-        if size > 3 * PART_TOKENS:
-            for part in await self.split(key):
-                stats.add(await self.fold_key(part))
-        raw = {f: v async for f, v in self.res.redis.hscan_iter(key, count=_SCAN_COUNT)}
+        for part in await self.split(key):
+            stats.add(await self.fold_part(part))
+        return stats
+
+    async def fold_part(self, part: str) -> FoldStats:
+        """Count a part once, then drop it."""
+        stats = FoldStats()
+        raw = {f: v async for f, v in self.res.redis.hscan_iter(part, count=_SCAN_COUNT)}
         if raw:
-            stats.add(await self.commit(key, link_stats.parse(raw)))
-        await self.finish(key)
+            stats = await self.commit(part, link_stats.parse(raw))
+        await self.finish(part)
         return stats
 
     async def split(self, key: str) -> list[str]:
-        """Move the key's tokens into registered parts of PART_TOKENS; returns the parts."""
+        """Move a big key's tokens into registered parts of PART_TOKENS, then what is left
+        into a last part; returns the parts made here."""
         parts: list[str] = []
         tokens: list[str] = []
         # Parts may be folded by any worker at once: nobody owns them.
@@ -208,7 +237,7 @@ class Folder:
 
         async def move() -> None:
             part = f"{key}:part:{uuid.uuid4().hex[:16]}"
-            if await self._split(keys=[key, part, REGISTRY_KEY], args=[score, *tokens]):
+            if await self._move(keys=[key, part, REGISTRY_KEY], args=[score, *tokens]):
                 parts.append(part)
             tokens.clear()
 
@@ -220,6 +249,9 @@ class Folder:
                     await move()
         if tokens:
             await move()
+        rest = f"{key}:part:{uuid.uuid4().hex[:16]}"
+        if await self._rename(keys=[key, rest, REGISTRY_KEY], args=[score]):
+            parts.append(rest)
         return parts
 
     async def commit(self, key: str, counts: Sequence[link_stats.Folded]) -> FoldStats:
