@@ -28,6 +28,7 @@ from cli.stack import filecdn_argv, stack_environment
 from shared import db, teams
 from shared.resources import Resources, open_resources
 from shared.settings import Settings
+from tests.helpers import OwnRedis
 
 # Lowered so that expiry runs end to end in seconds; one test checks the real defaults.
 TEST_LIMITS = {
@@ -110,6 +111,15 @@ async def res(stack: Stack) -> AsyncIterator[Resources]:
     """Direct access to the same PostgreSQL, Redis and S3, to check what tests cannot see."""
     async with open_resources(stack.settings) as r:
         yield r
+
+
+@pytest.fixture
+async def own_redis(stack: Stack) -> AsyncIterator[OwnRedis]:
+    """A Redis of the test's own, stopped after the test (edges pointed at it see no other)."""
+    r = OwnRedis(stack, f"valkey-{uuid.uuid4().hex[:8]}")
+    yield r
+    await r.client.aclose()
+    r.stop()
 
 
 @dataclass

@@ -16,11 +16,11 @@ from aiohttp import web
 
 from cdn_edge.cache import DiskCache, MemoryCache
 from cdn_edge.evictions import tail_deletions
+from cdn_edge.handler import EdgeHandler
 from cdn_edge.lookups import TokenLookups
 from cdn_edge.metrics import EdgeMetrics
 from cdn_edge.origin import Origin
 from cdn_edge.responses import RecordViews
-from cdn_edge.serve import Edge
 from shared.lifecycle import until_stopped
 from shared.redis_client import create_redis
 from shared.settings import Settings
@@ -32,13 +32,13 @@ _SHUTDOWN_GRACE = 10.0  # seconds a response under way may take to finish on sto
 
 
 @contextlib.asynccontextmanager
-async def open_edge(settings: Settings) -> AsyncIterator[tuple[Edge, aioredis.Redis]]:
+async def open_edge(settings: Settings) -> AsyncIterator[tuple[EdgeHandler, aioredis.Redis]]:
     """The handler with its dependencies, and the background tasks that keep it fresh."""
     redis = create_redis(settings, timeout=settings.edge_redis_timeout)
     storage = Storage(settings)
     lookups = TokenLookups(redis, settings.edge_redis_timeout)
     metrics = EdgeMetrics() if settings.edge_metrics else None
-    edge = Edge(
+    edge = EdgeHandler(
         lookups=lookups,
         views=RecordViews(settings.edge_cache_control),
         origin=Origin(storage, settings.edge_s3_timeout),

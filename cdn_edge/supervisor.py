@@ -39,7 +39,7 @@ def run_edge(settings: Settings, workers: int) -> None:
 
 
 def _serve(settings: Settings, *, reuse_port: bool) -> None:
-    from cdn_edge.app import serve
+    from cdn_edge.process import serve
 
     if settings.edge_event_loop == "uvloop":
         import uvloop

@@ -34,7 +34,7 @@ from cdn_edge.metrics import EdgeMetrics, prometheus
 from cdn_edge.origin import Origin, OriginError, origin_error
 from cdn_edge.ranges import UNSATISFIABLE, content_range, parse_range
 from cdn_edge.responses import RecordView, RecordViews
-from shared.token_cache import now_ms
+from shared.token_cache import UrlRecord, now_ms
 
 log = structlog.get_logger(__name__)
 access = structlog.get_logger("edge.access")
@@ -43,6 +43,17 @@ _STREAM_CHUNK = 256 * 1024
 _FILL_CHUNK = 1024 * 1024
 _PREAD_CHUNK = 256 * 1024
 _MAX_TOKEN = 128  # longer than any token we issue: answered 404 without a lookup
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """What a 200 or 206 sends: decided from the headers, before any byte is looked for."""
+
+    status: int  # 200 or 206
+    headers: CIMultiDict[str]
+    first: int  # the first byte of the object sent
+    length: int  # bytes in the body
+    partial: bool  # a Range applied (bytes first..first+length-1 of the object)
 
 
 @dataclass(slots=True)
@@ -54,7 +65,7 @@ class Served:
     cache: str | None = None  # "memory", "disk" or "miss" when content was sent
 
 
-class Edge:
+class EdgeHandler:
     """The edge's request handler and the state it serves from (no authorisation state)."""
 
     def __init__(
@@ -169,27 +180,18 @@ class Edge:
             if wanted is not None:  # even all of it: a player asking `bytes=0-` wants a 206
                 first, last = wanted
                 partial = True
-        status = 206 if partial else 200
         length = last - first + 1
         headers = view.headers(length, content_range(first, last, size) if partial else None)
+        plan = Plan(206 if partial else 200, headers, first, length, partial)
         if request.method == "HEAD":
-            return web.Response(status=status, headers=headers)
-        return await self._send(request, view, status, headers, first, length, partial, served)
+            return web.Response(status=plan.status, headers=headers)
+        return await self._send(request, record, plan, served)
 
     # -- bytes ---------------------------------------------------------------------------
 
     async def _send(
-        self,
-        request: web.BaseRequest,
-        view: RecordView,
-        status: int,
-        headers: CIMultiDict[str],
-        first: int,
-        length: int,
-        partial: bool,
-        served: Served,
+        self, request: web.BaseRequest, record: UrlRecord, plan: Plan, served: Served
     ) -> web.StreamResponse:
-        record = view.record
         key, etag, size = record.object_key, record.etag, record.size
         if self.memory.admits(size):
             body = self.memory.get(key, etag)
@@ -203,32 +205,26 @@ class Edge:
                     served.cache = None
                     return responses.error(exc.status)
                 self.memory.put(key, etag, body)
-            if partial:
-                body = body[first : first + length]
-            return web.Response(status=status, body=body, headers=headers)
+            if plan.partial:
+                body = body[plan.first : plan.first + plan.length]
+            return web.Response(status=plan.status, body=body, headers=plan.headers)
 
         if self.disk.admits(size):
             f = self.disk.open(key, etag, size)
             if f is not None:
                 served.cache = "disk"
                 with f:
-                    return await self._send_file(request, status, headers, f, first, length, served)
+                    return await self._send_file(request, plan, f, served)
             self._fill_soon(key, etag, size)
 
         served.cache = "miss"
-        return await self._stream(request, status, headers, key, first, length, partial, served)
+        return await self._stream(request, plan, key, served)
 
     async def _send_file(
-        self,
-        request: web.BaseRequest,
-        status: int,
-        headers: CIMultiDict[str],
-        f: io.FileIO,
-        first: int,
-        length: int,
-        served: Served,
+        self, request: web.BaseRequest, plan: Plan, f: io.FileIO, served: Served
     ) -> web.StreamResponse:
-        resp = web.StreamResponse(status=status, headers=headers)
+        first, length = plan.first, plan.length
+        resp = web.StreamResponse(status=plan.status, headers=plan.headers)
         await resp.prepare(request)
         transport = request.transport
         if transport is None:
@@ -242,27 +238,20 @@ class Edge:
         return resp
 
     async def _stream(
-        self,
-        request: web.BaseRequest,
-        status: int,
-        headers: CIMultiDict[str],
-        key: str,
-        first: int,
-        length: int,
-        partial: bool,
-        served: Served,
+        self, request: web.BaseRequest, plan: Plan, key: str, served: Served
     ) -> web.StreamResponse:
+        length = plan.length
         resp: web.StreamResponse | None = None
         try:
             opened = (
-                self.origin.open(key, first, first + length - 1)
-                if partial
+                self.origin.open(key, plan.first, plan.first + length - 1)
+                if plan.partial
                 else self.origin.open(key)
             )
             async with opened as src:
                 if src.content_length is not None and src.content_length != length:
                     raise OriginError(502, f"S3 has {src.content_length} bytes, expected {length}")
-                resp = web.StreamResponse(status=status, headers=headers)
+                resp = web.StreamResponse(status=plan.status, headers=plan.headers)
                 await resp.prepare(request)
                 async for chunk in src.content.iter_chunked(_STREAM_CHUNK):
                     await resp.write(chunk)  # waits while the client is slower than S3
