@@ -9,6 +9,7 @@ import inspect
 import json
 import os
 import signal
+import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -209,6 +210,11 @@ class OwnEdge:
     proc: psutil.Process
     log: Path
     cache_dir: Path
+    popen: subprocess.Popen[bytes]
+
+    def running(self) -> bool:
+        """Not exited (psutil counts a zombie as running)."""
+        return self.popen.poll() is None
 
     def public(self, public_url: str | Public) -> str:
         """The same /<token>/<name> on this edge."""
@@ -235,8 +241,8 @@ class OwnEdge:
         return self.access()
 
     async def prometheus(self) -> str:
-        """The edge's /metrics."""
-        async with aiohttp.ClientSession() as s, s.get(self.url + "/metrics") as r:
+        """The ops listener's /metrics (summed over the edge's workers)."""
+        async with aiohttp.ClientSession() as s, s.get(self.ops_url + "/metrics") as r:
             assert r.status == 200, r.status
             return await r.text()
 
@@ -267,6 +273,7 @@ def own_edge(stack: Stack, workers: int = 1, **env: str) -> Iterator[OwnEdge]:
             psutil.Process(proc.pid),
             log,
             cache_dir,
+            proc,
         )
     finally:
         stack.sup.stop(name)
@@ -298,3 +305,38 @@ class OwnRedis:
 
     async def copy_token(self, res: Resources, token: str) -> None:
         await self.client.set(token_cache.key(token), await res.redis.get(token_cache.key(token)))
+
+
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+async def scrape(ops_url: str) -> Samples:
+    """An edge's /metrics, parsed: {(sample name, sorted labels): value}."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    async with aiohttp.ClientSession() as s, s.get(ops_url + "/metrics") as r:
+        assert r.status == 200, r.status
+        text = await r.text()
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def sample(samples: Samples, name: str, **labels: str) -> float:
+    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+def edge_workers(edge: OwnEdge, port: int | None = None) -> list[int]:
+    """The pids of an edge's worker processes that listen on its public port."""
+    port = port or urlsplit(edge.url).port
+    pids = []
+    for child in edge.proc.children():
+        with contextlib.suppress(psutil.Error):
+            if any(
+                c.status == psutil.CONN_LISTEN and c.laddr.port == port
+                for c in child.net_connections("tcp")
+            ):
+                pids.append(child.pid)
+    return pids

@@ -24,7 +24,18 @@ from cli.embedded import free_port
 from shared import metrics, token_cache
 from shared.resources import Resources
 from tests.conftest import Stack
-from tests.helpers import OwnEdge, OwnRedis, Public, get, mp4, own_edge, png, share, until
+from tests.helpers import (
+    OwnEdge,
+    OwnRedis,
+    Public,
+    edge_workers,
+    get,
+    mp4,
+    own_edge,
+    png,
+    share,
+    until,
+)
 
 
 class FaultyProxy:
@@ -104,7 +115,7 @@ async def test_small_objects_are_served_from_memory_after_the_first_request(
             assert (await get(edge.public(p)))[2] == p.data
         caches = [e["cache"] for e in await edge.logged(3) if e["status"] == 200]
         assert caches == ["miss", "memory", "memory"], caches
-        assert 'filecdn_edge_cache_total{source="memory"} 2' in await edge.prometheus()
+        assert 'filecdn_edge_cache_requests_total{source="memory"} 2' in await edge.prometheus()
 
 
 @pytest.mark.parametrize("loop", ["uvloop", "asyncio"])  # read+write, and sendfile(2)
@@ -326,11 +337,11 @@ async def test_workers_share_one_port_and_a_dead_worker_is_replaced(
 ) -> None:
     p = await share(api, png(2000))
     with own_edge(stack, workers=2) as edge:
-        await until(lambda: len(_listeners(edge)) == 2, "two listening workers")
-        victim = _listeners(edge)[0]
+        await until(lambda: len(edge_workers(edge)) == 2, "two listening workers")
+        victim = edge_workers(edge)[0]
         os.kill(victim, signal.SIGKILL)
         await until(
-            lambda: len(_listeners(edge)) == 2 and victim not in _listeners(edge),
+            lambda: len(edge_workers(edge)) == 2 and victim not in edge_workers(edge),
             "a replacement worker",
         )
         async with aiohttp.ClientSession() as s:
@@ -340,19 +351,6 @@ async def test_workers_share_one_port_and_a_dead_worker_is_replaced(
         family = [edge.proc, *edge.proc.children(recursive=True)]
     _, alive = psutil.wait_procs(family, timeout=10)
     assert not [p for p in alive if p.status() != psutil.STATUS_ZOMBIE], alive
-
-
-def _listeners(edge: OwnEdge) -> list[int]:
-    port = urlsplit(edge.url).port
-    pids = []
-    for child in edge.proc.children():
-        with contextlib.suppress(psutil.Error):
-            if any(
-                c.status == psutil.CONN_LISTEN and c.laddr.port == port
-                for c in child.net_connections("tcp")
-            ):
-                pids.append(child.pid)
-    return pids
 
 
 async def test_cache_control_is_configurable_for_a_cdn_that_purges(
