@@ -3,14 +3,27 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# check-deploy's and lock's tools (checkov, kubernetes-validate, yamllint, hadolint, uv).
+TOOLS := $(VENV)/tools
+TOOLS_STAMP := $(TOOLS)/.installed
+# Installs read PyPI only: this machine's pip config adds local indexes and find-links whose
+# files the locks' hashes need not match. The locks are resolved from PyPI by `make lock`.
+PYPI := PIP_CONFIG_FILE=/dev/null PIP_FIND_LINKS=
+UV_COMPILE := $(TOOLS)/bin/uv pip compile --quiet --universal --python-version 3.11 --generate-hashes --custom-compile-command 'make lock'
 
-.PHONY: run test lint fmt bench bench-upload bench-list bench-edge clean
+.PHONY: run test lint fmt lock check-deploy bench bench-upload bench-list bench-edge clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml requirements/dev.lock
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[local,dev]'
+	$(PYPI) $(BIN)/python -m pip install --quiet --require-hashes -r requirements/dev.lock
+	$(PYPI) $(BIN)/python -m pip install --quiet --no-deps -e .
+	$(BIN)/python -m pip check || { echo 'pyproject.toml needs what requirements/ lacks: run make lock' >&2; exit 1; }
 	touch $(STAMP)
+
+$(TOOLS_STAMP): requirements/tools.lock
+	test -x $(TOOLS)/bin/python || $(PY) -m venv $(TOOLS)
+	$(PYPI) $(TOOLS)/bin/python -m pip install --quiet --require-hashes -r requirements/tools.lock
+	touch $(TOOLS_STAMP)
 
 run: $(STAMP)
 	$(BIN)/filecdn run
@@ -23,6 +36,16 @@ lint: $(STAMP)
 
 fmt: $(STAMP)
 	$(BIN)/ruff format . && $(BIN)/ruff check --fix .
+
+# After changing dependencies in pyproject.toml (or requirements/tools.in). Keeps the pins it
+# can; `make lock UV_FLAGS=--upgrade` moves everything to the newest releases.
+lock: $(TOOLS_STAMP)
+	$(UV_COMPILE) $(UV_FLAGS) pyproject.toml -o requirements/runtime.lock
+	$(UV_COMPILE) $(UV_FLAGS) pyproject.toml --extra local --extra dev -c requirements/runtime.lock -o requirements/dev.lock
+	$(UV_COMPILE) $(UV_FLAGS) requirements/tools.in -o requirements/tools.lock
+
+check-deploy: $(STAMP) $(TOOLS_STAMP)
+	bash deploy/check.sh
 
 bench: bench-upload bench-list bench-edge
 

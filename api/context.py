@@ -4,20 +4,21 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from shared.actors import Caller
 from shared.resources import Resources
-from shared.teams import Team
 
 RESOURCES = web.AppKey("resources", Resources)
-_TEAM = web.RequestKey("team", Team)
+_CALLER = web.RequestKey("caller", Caller)
 
 
 def resources(request: web.Request) -> Resources:
     return request.app[RESOURCES]
 
 
-def team(request: web.Request) -> Team:
-    return request[_TEAM]
+def caller(request: web.Request) -> Caller:
+    """The authenticated team and API key (set by the authentication middleware)."""
+    return request[_CALLER]
 
 
-def set_team(request: web.Request, value: Team) -> None:
-    request[_TEAM] = value
+def set_caller(request: web.Request, value: Caller) -> None:
+    request[_CALLER] = value

@@ -1,13 +1,24 @@
-"""Domain errors -> HTTP, in one place: status code plus upstream's JSON error shape
-`{"code": "<gRPC status phrase>", "error": "<message>"}`."""
+"""Failures -> what REST and gRPC answer, in one place.
+
+Every exception a handler lets out becomes a domain error first (`as_domain_error`): its
+own, UNAVAILABLE for a Redis failure (the token cache cannot be kept exact, so we refuse),
+INTERNAL for anything else (logged here, never shown). Then the error's HTTP status and
+gRPC code (`shared/errors.py`) give the answer: REST's body is upstream's shape
+`{"code": "<gRPC status phrase>", "error": "<message>"}`, gRPC's details the same message.
+"""
 
 from __future__ import annotations
 
+import grpc
+import structlog
 from aiohttp import web
+from redis.exceptions import RedisError
 
 from shared import errors
 
-# The gRPC status descriptions upstream puts in "code".
+log = structlog.get_logger(__name__)
+
+# The gRPC status descriptions upstream puts in REST's "code".
 PHRASES = {
     "INVALID_ARGUMENT": "Client specified an invalid argument",
     "FAILED_PRECONDITION": "Operation was rejected because the system is not in a state "
@@ -15,37 +26,43 @@ PHRASES = {
     "NOT_FOUND": "Some requested entity was not found",
     "UNAUTHENTICATED": "The request does not have valid authentication credentials for the "
     "operation",
-    "PERMISSION_DENIED": "The caller does not have permission to execute the specified operation",
     "RESOURCE_EXHAUSTED": "Some resource has been exhausted",
     "UNAVAILABLE": "The service is currently unavailable",
     "UNIMPLEMENTED": "The operation is not implemented or is not supported/enabled in this service",
     "INTERNAL": "Internal errors",
 }
 
-_STATUS: dict[type[errors.FilecdnError], tuple[int, str]] = {
-    errors.InvalidArgument: (400, "INVALID_ARGUMENT"),
-    errors.FailedPrecondition: (400, "FAILED_PRECONDITION"),
-    errors.NotFound: (404, "NOT_FOUND"),
-    errors.Unauthenticated: (401, "UNAUTHENTICATED"),
-    errors.PermissionDenied: (403, "PERMISSION_DENIED"),
-    errors.QuotaExceeded: (429, "RESOURCE_EXHAUSTED"),
-    errors.PayloadTooLarge: (413, "RESOURCE_EXHAUSTED"),
-    errors.Unavailable: (503, "UNAVAILABLE"),
-}
+UNAVAILABLE_MESSAGE = "a dependency is unavailable; retry later"
+INTERNAL_MESSAGE = "internal error"
+
+
+def as_domain_error(exc: Exception) -> errors.FilecdnError:
+    """The domain error a failed request answers with; surprises are logged here."""
+    if isinstance(exc, errors.FilecdnError):
+        return exc
+    if isinstance(exc, RedisError):
+        log.error("redis unavailable", error=str(exc))
+        return errors.Unavailable(UNAVAILABLE_MESSAGE)
+    log.error("unhandled error", exc_info=exc)
+    return errors.Internal(INTERNAL_MESSAGE)
 
 
 def error_response(
     status: int, code: str, message: str, headers: dict[str, str] | None = None
 ) -> web.Response:
+    """A REST error in upstream's shape; `code` is a gRPC status name."""
     return web.json_response(
         {"code": PHRASES[code], "error": message}, status=status, headers=headers
     )
 
 
-def from_domain(exc: errors.FilecdnError) -> web.Response:
-    for cls in type(exc).__mro__:
-        if cls in _STATUS:
-            status, code = _STATUS[cls]
-            headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-            return error_response(status, code, exc.message, headers)
-    return error_response(500, "INTERNAL", "internal error")
+def rest_response(exc: Exception) -> web.Response:
+    err = as_domain_error(exc)
+    headers = {"WWW-Authenticate": "Bearer"} if err.http_status == 401 else None
+    return error_response(err.http_status, err.grpc_code, err.message, headers)
+
+
+def grpc_status(exc: Exception) -> tuple[grpc.StatusCode, str]:
+    """The status and details a failed RPC answers with."""
+    err = as_domain_error(exc)
+    return grpc.StatusCode[err.grpc_code], err.message

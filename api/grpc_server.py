@@ -11,14 +11,16 @@ import time
 import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Coroutine
 from datetime import datetime
-from typing import Any, NoReturn, TypeVar
+from typing import Any, TypeVar
 
 import grpc
 import structlog
 from xai_sdk.proto import files_pb2, files_pb2_grpc
 
-from api import grpc_errors
-from shared import files, public_urls, teams
+from api.auth import authenticate
+from api.errors import grpc_status
+from shared import files, pagination, public_urls, rules
+from shared.actors import Caller
 from shared.errors import InvalidArgument, Unavailable
 from shared.resources import Resources
 from shared.settings import Settings
@@ -31,15 +33,13 @@ MAX_MESSAGE_BYTES = 20 * MiB
 # RetrieveFileContent chunk size: the proto allows up to 5 MB, the SDK uploads 3 MiB.
 CONTENT_CHUNK = 3 * MiB
 _S3_READ = 256 * 1024
-# `limit` 0 is proto3's "unset": the contract's default, as REST without `limit`.
-DEFAULT_LIMIT = 100
 
-_SORT_BY: dict[int, files.SortBy] = {
+_SORT_BY: dict[int, pagination.SortBy] = {
     files_pb2.FILES_SORT_BY_CREATED_AT: "created_at",
     files_pb2.FILES_SORT_BY_FILENAME: "filename",
     files_pb2.FILES_SORT_BY_SIZE: "size",
 }
-_ORDER: dict[int, files.Order] = {files_pb2.ASCENDING: "asc", files_pb2.DESCENDING: "desc"}
+_ORDER: dict[int, pagination.Order] = {files_pb2.ASCENDING: "asc", files_pb2.DESCENDING: "desc"}
 _FORMAT = {
     files_pb2.DOWNLOAD_FORMAT_UNKNOWN: None,
     files_pb2.DOWNLOAD_FORMAT_ORIGINAL: "original",
@@ -73,21 +73,22 @@ def file_message(f: files.StoredFile, settings: Settings) -> Any:
     return msg
 
 
-def list_query(request: Any) -> files.ListQuery:
+def list_query(request: Any) -> pagination.ListQuery:
     """ListFilesRequest -> ListQuery. Proto3 cannot leave `order` unset: 0 is ascending."""
     if request.limit < 0:
         raise InvalidArgument(f"limit must not be negative, got {request.limit}")
     if request.order not in _ORDER:
         raise InvalidArgument(f"order must be ASCENDING or DESCENDING, got {request.order}")
-    sort_by: files.SortBy = "created_at"
+    sort_by: pagination.SortBy = "created_at"
     if request.HasField("sort_by"):
         if request.sort_by not in _SORT_BY:
             raise InvalidArgument(f"sort_by must be a FilesSortBy value, got {request.sort_by}")
         sort_by = _SORT_BY[request.sort_by]
     token = request.pagination_token if request.HasField("pagination_token") else ""
     flt = request.filter if request.HasField("filter") else ""
-    return files.ListQuery(
-        limit=request.limit or DEFAULT_LIMIT,
+    return pagination.ListQuery(
+        # `limit` 0 is proto3's "unset": the contract's default, as REST without `limit`.
+        limit=request.limit or pagination.DEFAULT_PAGE_SIZE,
         order=_ORDER[request.order],
         sort_by=sort_by,
         filter=flt or None,
@@ -103,12 +104,11 @@ def download_format(request: Any) -> str | None:
     return _FORMAT[request.format]
 
 
-def bearer_key(context: Any) -> str | None:
-    """The key from `authorization: Bearer <key>` metadata, as REST reads its header."""
+def _metadata(context: Any, name: str) -> str | None:
+    """The first value of a metadata key (gRPC lowercases keys on the wire)."""
     for key, value in context.invocation_metadata() or ():
-        if key == "authorization":
-            scheme, _, token = str(value).partition(" ")
-            return token.strip() if scheme.lower() == "bearer" else None
+        if key == name:
+            return str(value)
     return None
 
 
@@ -116,14 +116,12 @@ def bearer_key(context: Any) -> str | None:
 
 
 def _request_id(context: Any) -> str:
-    for key, value in context.invocation_metadata() or ():
-        if key == "x-request-id":
-            return str(value)[:64]
-    return uuid.uuid4().hex
+    return (_metadata(context, "x-request-id") or "")[:64] or uuid.uuid4().hex
 
 
 class _Call:
-    """Times one RPC, binds its request id, and turns an exception into its status."""
+    """One RPC, around its handler: binds its request id, turns an exception into its
+    status (`context.abort`), and logs one line with the outcome and the time taken."""
 
     def __init__(self, method: str, context: Any) -> None:
         self.method = method
@@ -132,36 +130,33 @@ class _Call:
         self.started = time.perf_counter()
         structlog.contextvars.bind_contextvars(request_id=_request_id(context))
 
-    async def fail(self, exc: Exception) -> NoReturn:
-        self.code, details = grpc_errors.status_for(exc)
-        await self.context.abort(self.code, details)
-        raise AssertionError("context.abort always raises")
+    async def __aenter__(self) -> _Call:
+        return self
 
-    def done(self) -> None:
-        log.info(
-            "rpc",
-            method=self.method,
-            code=self.code.name,
-            ms=round((time.perf_counter() - self.started) * 1000, 1),
-        )
-        structlog.contextvars.unbind_contextvars("request_id")
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any
+    ) -> None:
+        try:
+            if isinstance(exc, asyncio.CancelledError):
+                self.code = grpc.StatusCode.CANCELLED
+            elif isinstance(exc, Exception) and not isinstance(exc, grpc.aio.AbortError):
+                self.code, details = grpc_status(exc)
+                await self.context.abort(self.code, details)  # raises AbortError
+        finally:
+            log.info(
+                "rpc",
+                method=self.method,
+                code=self.code.name,
+                ms=round((time.perf_counter() - self.started) * 1000, 1),
+            )
+            structlog.contextvars.unbind_contextvars("request_id")
 
 
 def unary(fn: UnaryHandler[S]) -> UnaryHandler[S]:
     @functools.wraps(fn)
     async def handler(self: S, request: Any, context: Any) -> Any:
-        call = _Call(fn.__name__, context)
-        try:
+        async with _Call(fn.__name__, context):
             return await fn(self, request, context)
-        except asyncio.CancelledError:
-            call.code = grpc.StatusCode.CANCELLED
-            raise
-        except grpc.aio.AbortError:
-            raise
-        except Exception as exc:
-            await call.fail(exc)
-        finally:
-            call.done()
 
     return handler
 
@@ -170,19 +165,9 @@ def server_stream(fn: StreamHandler[S]) -> StreamHandler[S]:
     # An async generator itself, so that grpc.aio serves it as a response stream.
     @functools.wraps(fn)
     async def handler(self: S, request: Any, context: Any) -> AsyncIterator[Any]:
-        call = _Call(fn.__name__, context)
-        try:
+        async with _Call(fn.__name__, context):
             async for item in fn(self, request, context):
                 yield item
-        except asyncio.CancelledError:
-            call.code = grpc.StatusCode.CANCELLED
-            raise
-        except grpc.aio.AbortError:
-            raise
-        except Exception as exc:
-            await call.fail(exc)
-        finally:
-            call.done()
 
     return handler
 
@@ -207,17 +192,17 @@ class FilesService(files_pb2_grpc.FilesServicer):  # type: ignore[misc]  # xai_s
         self.res = res
         self._uploads: set[asyncio.Task[files.StoredFile]] = set()
 
-    async def _team(self, context: Any) -> teams.Team:
-        return await teams.authenticate(self.res.db, bearer_key(context))
+    async def _caller(self, context: Any) -> Caller:
+        return await authenticate(self.res.db, _metadata(context, "authorization"))
 
     @unary
     async def UploadFile(self, request_iterator: AsyncIterable[Any], context: Any) -> Any:
-        team = await self._team(context)
+        caller = await self._caller(context)
         # grpc.aio ends the request stream (as if complete) and then cancels this task when
         # the client cancels. A cancelled S3 call can leave a multipart upload open, so the
         # upload runs in its own task, which is never cancelled, and aborts if we are.
         gone = asyncio.Event()
-        receiving = asyncio.create_task(self._receive_upload(team, request_iterator, gone))
+        receiving = asyncio.create_task(self._receive_upload(caller, request_iterator, gone))
         self._uploads.add(receiving)  # a strong reference until it ends
         receiving.add_done_callback(self._uploads.discard)
         receiving.add_done_callback(_settle)
@@ -229,7 +214,7 @@ class FilesService(files_pb2_grpc.FilesServicer):  # type: ignore[misc]  # xai_s
         return file_message(stored, self.res.settings)
 
     async def _receive_upload(
-        self, team: teams.Team, chunks: AsyncIterable[Any], gone: asyncio.Event
+        self, caller: Caller, chunks: AsyncIterable[Any], gone: asyncio.Event
     ) -> files.StoredFile:
         """One init, then data: streamed to S3; committed only if the client is still there."""
         upload: files.Upload | None = None
@@ -243,10 +228,10 @@ class FilesService(files_pb2_grpc.FilesServicer):  # type: ignore[misc]  # xai_s
                     init = chunk.init
                     if init.HasField("expires_after"):
                         # Fail before any bytes are streamed for nothing.
-                        expires_after = files.check_expires_after(
-                            self.res.settings, init.expires_after
+                        expires_after = rules.check_expires_after(
+                            self.res.settings.limits, init.expires_after
                         )
-                    upload = files.Upload(self.res, team, init.name)
+                    upload = files.Upload(self.res, caller, init.name)
                 elif kind == "data":
                     if upload is None:
                         raise InvalidArgument("the first message of an upload must be init")
@@ -265,8 +250,8 @@ class FilesService(files_pb2_grpc.FilesServicer):  # type: ignore[misc]  # xai_s
 
     @unary
     async def ListFiles(self, request: Any, context: Any) -> Any:
-        team = await self._team(context)
-        page = await files.list_files(self.res, team, list_query(request))
+        caller = await self._caller(context)
+        page = await files.list_files(self.res, caller.team, list_query(request))
         out = files_pb2.ListFilesResponse(
             data=[file_message(f, self.res.settings) for f in page.files]
         )
@@ -276,21 +261,21 @@ class FilesService(files_pb2_grpc.FilesServicer):  # type: ignore[misc]  # xai_s
 
     @unary
     async def RetrieveFile(self, request: Any, context: Any) -> Any:
-        team = await self._team(context)
-        stored = await files.get_file(self.res, team, request.file_id)
+        caller = await self._caller(context)
+        stored = await files.get_file(self.res, caller.team, request.file_id)
         return file_message(stored, self.res.settings)
 
     @unary
     async def DeleteFile(self, request: Any, context: Any) -> Any:
-        team = await self._team(context)
-        await files.delete_file(self.res, team, request.file_id)
+        caller = await self._caller(context)
+        await files.delete_file(self.res, caller, request.file_id)
         return files_pb2.DeleteFileResponse(id=request.file_id, deleted=True)
 
     @server_stream
     async def RetrieveFileContent(self, request: Any, context: Any) -> AsyncIterator[Any]:
-        team = await self._team(context)
+        caller = await self._caller(context)
         fmt = download_format(request)
-        stored = await files.content_file(self.res, team, request.file_id, fmt)
+        stored = await files.content_file(self.res, caller.team, request.file_id, fmt)
         async with self.res.storage.open(stored.object_key) as src:
             if src.status != 200:
                 raise Unavailable(f"storage answered {src.status}")
@@ -305,9 +290,9 @@ class FilesService(files_pb2_grpc.FilesServicer):  # type: ignore[misc]  # xai_s
 
     @unary
     async def CreatePublicUrl(self, request: Any, context: Any) -> Any:
-        team = await self._team(context)
+        caller = await self._caller(context)
         expires_after = request.expires_after if request.HasField("expires_after") else None
-        created = await public_urls.create(self.res, team, request.file_id, expires_after)
+        created = await public_urls.create(self.res, caller, request.file_id, expires_after)
         out = files_pb2.CreatePublicUrlResponse(public_url=created.url)
         if created.expires_at is not None:
             set_time(out.expires_at, created.expires_at)
@@ -315,8 +300,8 @@ class FilesService(files_pb2_grpc.FilesServicer):  # type: ignore[misc]  # xai_s
 
     @unary
     async def RevokePublicUrl(self, request: Any, context: Any) -> Any:
-        team = await self._team(context)
-        revocation = await public_urls.revoke(self.res, team, request.file_id)
+        caller = await self._caller(context)
+        revocation = await public_urls.revoke(self.res, caller, request.file_id)
         out = files_pb2.RevokePublicUrlResponse(
             file_id=revocation.file_id, revoked=revocation.revoked
         )

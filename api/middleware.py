@@ -9,11 +9,11 @@ import structlog
 from aiohttp import web
 from aiohttp.typedefs import Handler
 from prometheus_client import Counter, Histogram
-from redis.exceptions import RedisError
 
 from api import context
-from api.errors import error_response, from_domain
-from shared import errors, teams
+from api.auth import authenticate
+from api.errors import error_response, rest_response
+from shared import errors
 
 log = structlog.get_logger("api.access")
 
@@ -58,10 +58,7 @@ async def error_mapping(request: web.Request, handler: Handler) -> web.StreamRes
     try:
         return await handler(request)
     except errors.FilecdnError as exc:
-        return from_domain(exc)
-    except RedisError as exc:
-        log.error("redis unavailable", error=str(exc))
-        return error_response(503, "UNAVAILABLE", "a dependency is unavailable; retry later")
+        return rest_response(exc)
     except web.HTTPNotFound:
         return error_response(
             404, "NOT_FOUND", f"no such endpoint: {request.method} {request.path}"
@@ -82,16 +79,13 @@ async def error_mapping(request: web.Request, handler: Handler) -> web.StreamRes
         # The client went away (mid-upload): nothing to answer; cleanup ran in the handler.
         log.info("client disconnected", error=str(exc))
         raise
-    except Exception:
-        log.exception("unhandled error")
-        return error_response(500, "INTERNAL", "internal error")
+    except Exception as exc:  # Redis down: 503; anything else: a logged 500
+        return rest_response(exc)
 
 
 @web.middleware
 async def authentication(request: web.Request, handler: Handler) -> web.StreamResponse:
     if request.path.startswith("/v1/"):
-        header = request.headers.get("Authorization", "")
-        scheme, _, key = header.partition(" ")
-        supplied = key.strip() if scheme.lower() == "bearer" else None
-        context.set_team(request, await teams.authenticate(context.resources(request).db, supplied))
+        db = context.resources(request).db
+        context.set_caller(request, await authenticate(db, request.headers.get("Authorization")))
     return await handler(request)

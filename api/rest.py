@@ -10,7 +10,7 @@ from aiohttp import BodyPartReader, web
 
 from api import context, serialize
 from api.errors import error_response
-from shared import files, public_urls
+from shared import files, pagination, public_urls, rules
 from shared.disposition import content_disposition
 from shared.errors import InvalidArgument, Unavailable
 
@@ -18,31 +18,6 @@ _FIELD_LIMIT = 4096  # bytes in a non-file multipart field
 _READ_CHUNK = 256 * 1024
 _SINGLE_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 _EXPIRY_FIELDS = ("expires_after", "expires_after[anchor]", "expires_after[seconds]")
-
-
-def _int_field(name: str, raw: str) -> int:
-    try:
-        return int(raw.strip())
-    except ValueError:
-        raise InvalidArgument(f"{name} must be an integer number of seconds, got {raw!r}") from None
-
-
-def _upload_expiry(fields: dict[str, str]) -> int | None:
-    """`expires_after=N`, or the OpenAI form `expires_after[anchor]=created_at` + `[seconds]=N`."""
-    plain = fields.get("expires_after", "").strip()
-    anchor = fields.get("expires_after[anchor]")
-    seconds = fields.get("expires_after[seconds]")
-    if plain and (anchor is not None or seconds is not None):
-        raise InvalidArgument(
-            "give expires_after either as an integer or as anchor+seconds, not both"
-        )
-    if anchor is not None or seconds is not None:
-        if anchor != "created_at":
-            raise InvalidArgument("expires_after[anchor] must be created_at")
-        if seconds is None:
-            raise InvalidArgument("expires_after[seconds] is required with expires_after[anchor]")
-        return _int_field("expires_after[seconds]", seconds)
-    return _int_field("expires_after", plain) if plain else None
 
 
 async def _read_field(part: BodyPartReader) -> str:
@@ -74,12 +49,12 @@ async def upload_file(request: web.Request) -> web.Response:
             if part.name == "file":
                 if upload is not None:
                     raise InvalidArgument("send exactly one 'file' part")
-                early = _upload_expiry(fields)
+                early = rules.upload_expires_after(fields)
                 if early is not None:  # fail before streaming 50 MiB for nothing
-                    files.check_expires_after(res.settings, early)
+                    rules.check_expires_after(res.settings.limits, early)
                 upload = files.Upload(
                     res,
-                    context.team(request),
+                    context.caller(request),
                     part.filename or "file",
                     part.headers.get("Content-Type"),
                 )
@@ -95,7 +70,7 @@ async def upload_file(request: web.Request) -> web.Response:
         if upload is None:
             raise InvalidArgument("missing the 'file' part")
         stored = await upload.commit(
-            purpose=fields.get("purpose", ""), expires_after=_upload_expiry(fields)
+            purpose=fields.get("purpose", ""), expires_after=rules.upload_expires_after(fields)
         )
     finally:
         if upload is not None:
@@ -103,9 +78,9 @@ async def upload_file(request: web.Request) -> web.Response:
     return web.json_response(serialize.file_object(stored, res.settings))
 
 
-def _list_query(request: web.Request) -> files.ListQuery:
+def _list_query(request: web.Request) -> pagination.ListQuery:
     q = request.query
-    limit = 100
+    limit = pagination.DEFAULT_PAGE_SIZE
     if "limit" in q:
         try:
             limit = int(q["limit"])
@@ -113,11 +88,11 @@ def _list_query(request: web.Request) -> files.ListQuery:
             raise InvalidArgument("limit must be an integer") from None
     order = q.get("order", "desc").lower()
     sort_by = q.get("sort_by", "created_at").lower()
-    if not files.is_order(order):
+    if not pagination.is_order(order):
         raise InvalidArgument(f"order must be asc or desc, got {q['order']!r}")
-    if not files.is_sort_by(sort_by):
+    if not pagination.is_sort_by(sort_by):
         raise InvalidArgument(f"sort_by must be created_at, filename or size, got {q['sort_by']!r}")
-    return files.ListQuery(
+    return pagination.ListQuery(
         limit=limit,
         order=order,
         sort_by=sort_by,
@@ -130,20 +105,21 @@ def _list_query(request: web.Request) -> files.ListQuery:
 
 async def list_files(request: web.Request) -> web.Response:
     res = context.resources(request)
-    page = await files.list_files(res, context.team(request), _list_query(request))
+    page = await files.list_files(res, context.caller(request).team, _list_query(request))
     return web.json_response(serialize.file_list(page, res.settings))
 
 
 async def get_file(request: web.Request) -> web.Response:
     res = context.resources(request)
-    stored = await files.get_file(res, context.team(request), request.match_info["file_id"])
+    team = context.caller(request).team
+    stored = await files.get_file(res, team, request.match_info["file_id"])
     return web.json_response(serialize.file_object(stored, res.settings))
 
 
 async def delete_file(request: web.Request) -> web.Response:
     res = context.resources(request)
     file_id = request.match_info["file_id"]
-    await files.delete_file(res, context.team(request), file_id)
+    await files.delete_file(res, context.caller(request), file_id)
     return web.json_response({"id": file_id, "object": "file", "deleted": True})
 
 
@@ -158,7 +134,7 @@ async def file_content(request: web.Request) -> web.StreamResponse:
     res = context.resources(request)
     fmt = request.query.get("format")
     stored = await files.content_file(
-        res, context.team(request), request.match_info["file_id"], fmt
+        res, context.caller(request).team, request.match_info["file_id"], fmt
     )
     byte_range = _range_header(request)
     async with res.storage.open(
@@ -207,13 +183,9 @@ async def _json_body(request: web.Request) -> dict[str, Any]:
 async def create_public_url(request: web.Request) -> web.Response:
     res = context.resources(request)
     body = await _json_body(request)
-    expires_after = body.get("expires_after")
-    if expires_after is not None and (
-        isinstance(expires_after, bool) or not isinstance(expires_after, int)
-    ):
-        raise InvalidArgument("expires_after must be an integer number of seconds or null")
+    expires_after = rules.json_expires_after(body.get("expires_after"))
     created = await public_urls.create(
-        res, context.team(request), request.match_info["file_id"], expires_after
+        res, context.caller(request), request.match_info["file_id"], expires_after
     )
     return web.json_response(serialize.public_url(created))
 
@@ -221,5 +193,6 @@ async def create_public_url(request: web.Request) -> web.Response:
 async def revoke_public_url(request: web.Request) -> web.Response:
     res = context.resources(request)
     await _json_body(request)
-    revocation = await public_urls.revoke(res, context.team(request), request.match_info["file_id"])
+    file_id = request.match_info["file_id"]
+    revocation = await public_urls.revoke(res, context.caller(request), file_id)
     return web.json_response(serialize.revocation(revocation))

@@ -19,8 +19,9 @@ from pathlib import Path
 
 from cli.embedded import Supervisor
 from cli.stack import stack_environment
-from shared import db, teams
-from shared.files import ListQuery, list_files, list_sql
+from shared import db, pagination, teams
+from shared.files import cursor_secret, list_files, list_sql
+from shared.pagination import ListQuery
 from shared.resources import open_resources
 from shared.settings import Settings
 
@@ -73,10 +74,8 @@ async def bench(env: dict[str, str], n: int, runs: int) -> None:
             indexed = await median_ms(lambda query=query: list_files(res, team, query), runs)
             sql, params = list_sql(team, query, 100, None)
             if query.pagination_token:  # resolve the cursor the way list_files does
-                from shared import pagination
-
-                digest = pagination.query_digest(query.sort_by, query.order, None, None)
-                cursor = pagination.decode(pagination.secret(settings), digest, deep_token or "")
+                digest = query.digest()
+                cursor = pagination.decode(cursor_secret(settings), digest, deep_token or "")
                 sql, params = list_sql(team, query, 100, cursor)
 
             async def seq(sql: str = sql, params: list[object] = params) -> None:

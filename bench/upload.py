@@ -70,7 +70,8 @@ async def upload(api: str, key: str, path: Path) -> float:
         s.post(f"{api}/v1/files", data=form, headers={"Authorization": f"Bearer {key}"}) as r,
     ):
         result = await r.json()
-        assert r.status == 200, result
+        if r.status != 200:
+            raise RuntimeError(f"upload failed: {r.status} {result}")
     return time.perf_counter() - start
 
 

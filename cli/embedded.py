@@ -90,7 +90,8 @@ class Watchdog:
             stdin=subprocess.PIPE,
             start_new_session=True,  # a terminal's Ctrl-C must not reach it
         )
-        assert self._proc.stdin is not None
+        if self._proc.stdin is None:
+            raise RuntimeError("the watchdog was started without a pipe")
         self._pipe: IO[bytes] = self._proc.stdin
 
     def register(self, pid: int, sig: int) -> None:
@@ -288,24 +289,6 @@ def start_postgres(sup: Supervisor, data_dir: Path, *, fast: bool = False) -> st
 
     wait_until(ready, 60, "PostgreSQL")
     return dsn
-
-
-def create_database(admin_dsn: str, name: str) -> str:
-    """Create database `name` (if missing) next to admin_dsn's; return its DSN."""
-    psql = _pg_bin() / "psql"
-    exists = subprocess.run(
-        [str(psql), admin_dsn, "-tAc", f"SELECT 1 FROM pg_database WHERE datname = '{name}'"],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout.strip()
-    if not exists:
-        subprocess.run(
-            [str(psql), admin_dsn, "-c", f'CREATE DATABASE "{name}"'],
-            check=True,
-            capture_output=True,
-        )
-    return admin_dsn.rsplit("/", 1)[0] + "/" + name
 
 
 # --- Valkey (Redis) ---------------------------------------------------------------------

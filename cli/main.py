@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 
 import click
 
+from cli.files import files
 from shared import errors, logs
 from shared.settings import Settings
 
@@ -197,12 +198,4 @@ def revoke_key(key_or_id: str) -> None:
     click.echo(f"revoked key {info.id} ({info.prefix}…) of team {info.team}")
 
 
-def _register_client_commands() -> None:
-    try:
-        from cli.files import files
-    except ImportError:  # the client commands arrive with the clients issue
-        return
-    main.add_command(files)
-
-
-_register_client_commands()
+main.add_command(files)

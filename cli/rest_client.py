@@ -12,11 +12,13 @@ from typing import IO, Any
 
 import aiohttp
 
+from shared.pagination import DEFAULT_PAGE_SIZE
+
 Progress = Callable[[int], None]  # called with the bytes just moved
 Json = dict[str, Any]
 
 CHUNK = 256 * 1024
-PAGE_MAX = 100  # the API's cap on `limit`
+PAGE_MAX = DEFAULT_PAGE_SIZE  # the API's cap on `limit` (unless LIST_LIMIT_MAX is set lower)
 
 
 class ApiError(Exception):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
+import shlex
 import signal
 import sys
 import time
@@ -47,6 +48,22 @@ def stack_environment(
     env.setdefault("PAGINATION_SECRET", persistent_secret(data_dir, "pagination-secret"))
     env.setdefault("DATA_DIR", str(data_dir))
     return env
+
+
+def write_stack_env(path: Path, env: dict[str, str]) -> None:
+    """The running stack's settings as a shell file, so that another process can join it:
+    `set -a; . .filecdn/stack.env; EDGE_PORT=8081 EDGE_OPS_PORT=8092 filecdn edge`.
+
+    It holds credentials: the file is 0600 from its first byte (written beside, then renamed).
+    """
+    known = {name.upper() for name in Settings.model_fields}
+    lines = [f"{k}={shlex.quote(v)}\n" for k, v in sorted(env.items()) if k in known]
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write("# The settings of the running `filecdn run`; removed when it stops.\n")
+        f.writelines(lines)
+    os.replace(tmp, path)
 
 
 async def ensure_demo_key(dsn: str, key_file: Path) -> tuple[str, bool]:
@@ -104,6 +121,7 @@ def run_stack() -> int:
         base.setdefault("LOG_FORMAT", "console")
         base.setdefault("EDGE_DRAIN_DELAY", "0")  # no load balancer to wait for on one machine
         env = stack_environment(sup, data_dir, base)
+        write_stack_env(data_dir / "stack.env", env)
         asyncio.run(db.migrate(env["DATABASE_URL"]))
         key, new = asyncio.run(ensure_demo_key(env["DATABASE_URL"], data_dir / "demo-api-key"))
         for name in ("api", "worker", "edge"):
@@ -126,6 +144,7 @@ def run_stack() -> int:
         return 1
     finally:
         console.print("filecdn: stopping…")
+        (data_dir / "stack.env").unlink(missing_ok=True)
         sup.close()
         console.print("filecdn: stopped")
 

@@ -34,7 +34,8 @@ async def create_pool(settings: Settings) -> asyncpg.Pool:
         # Statements are short; a stuck one should fail rather than hold a connection.
         command_timeout=30,
     )
-    assert pool is not None
+    if pool is None:  # asyncpg returns None only when initialisation is deferred
+        raise RuntimeError("asyncpg returned no pool")
     return pool
 
 
@@ -56,6 +57,29 @@ def load_migrations() -> list[Migration]:
     if len(set(versions)) != len(versions):
         raise RuntimeError(f"duplicate migration versions: {versions}")
     return found
+
+
+class SchemaOutdated(RuntimeError):
+    """The database lacks migrations this code needs: `filecdn migrate` has not run."""
+
+
+async def check_schema(db: Pool | Connection) -> None:
+    """Refuse to start on a schema older than this code: every shipped migration applied.
+
+    A newer schema is fine (migrations keep the previous release working, so a rollback runs
+    on it). Compared as sets, so a migration merged with a lower number is not missed.
+    """
+    shipped = {mig.version for mig in load_migrations()}
+    try:
+        applied = {r["version"] for r in await db.fetch("SELECT version FROM schema_migrations")}
+    except asyncpg.UndefinedTableError:
+        applied = set()
+    missing = sorted(shipped - applied)
+    if missing:
+        raise SchemaOutdated(
+            f"the database lacks migrations {', '.join(f'{v:04d}' for v in missing)}: "
+            "run `filecdn migrate` before starting this version"
+        )
 
 
 async def migrate(dsn: str) -> list[int]:

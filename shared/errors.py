@@ -1,47 +1,62 @@
-"""Domain errors: what went wrong, in the domain's words.
+"""Domain errors: what went wrong, in the domain's words, and how each transport says it.
 
-They carry no HTTP or gRPC status; `api/errors.py` maps them to HTTP and
-`api/grpc_errors.py` to gRPC codes, each in one place.
+This is the one error table: each class names its HTTP status and its gRPC status code
+(by name, so this module needs no gRPC import); the message is safe to show a caller.
+`api/errors.py` turns an error into a REST response or a gRPC status from these alone.
 """
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 
 class FilecdnError(Exception):
-    """Base of every error a caller may see; the message is safe to show."""
+    """Base of every error a caller may see; the message is safe to show.
+
+    A subclass states its row of the table in its class line (a subclass of a subclass
+    inherits it): `class NotFound(FilecdnError, http_status=404, grpc_code="NOT_FOUND")`.
+    """
+
+    http_status: ClassVar[int] = 500
+    grpc_code: ClassVar[str] = "INTERNAL"
+
+    def __init_subclass__(cls, *, http_status: int = 0, grpc_code: str = "") -> None:
+        super().__init_subclass__()
+        cls.http_status = http_status or cls.http_status
+        cls.grpc_code = grpc_code or cls.grpc_code
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
 
 
-class InvalidArgument(FilecdnError):
+class InvalidArgument(FilecdnError, http_status=400, grpc_code="INVALID_ARGUMENT"):
     """The request itself is wrong (bad field, bad filter, out of range)."""
 
 
-class FailedPrecondition(FilecdnError):
+class FailedPrecondition(FilecdnError, http_status=400, grpc_code="FAILED_PRECONDITION"):
     """The request is well-formed but the resource's state does not allow it."""
 
 
-class NotFound(FilecdnError):
+class NotFound(FilecdnError, http_status=404, grpc_code="NOT_FOUND"):
     """No such resource visible to the caller (also: another team's, deleted, expired)."""
 
 
-class Unauthenticated(FilecdnError):
+class Unauthenticated(FilecdnError, http_status=401, grpc_code="UNAUTHENTICATED"):
     """Missing, unknown or revoked API key."""
 
 
-class PermissionDenied(FilecdnError):
-    """The key is valid but may not do this."""
-
-
-class QuotaExceeded(FilecdnError):
+class QuotaExceeded(FilecdnError, http_status=429, grpc_code="RESOURCE_EXHAUSTED"):
     """A per-team limit is reached (active public URLs)."""
 
 
-class PayloadTooLarge(FilecdnError):
+class PayloadTooLarge(FilecdnError, http_status=413, grpc_code="RESOURCE_EXHAUSTED"):
     """An upload exceeds the size limit."""
 
 
-class Unavailable(FilecdnError):
-    """A dependency is down; retrying later may succeed."""
+class Unavailable(FilecdnError, http_status=503, grpc_code="UNAVAILABLE"):
+    """A dependency is down; retrying later may succeed (the xai-sdk retries by itself)."""
+
+
+class Internal(FilecdnError, http_status=500, grpc_code="INTERNAL"):
+    """A failure nobody planned for; its message never carries the cause's details."""

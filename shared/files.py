@@ -1,49 +1,48 @@
-"""Files: upload, get, list, delete, read. The rules, not the transport.
+"""Files: upload, get, list, delete, read. The use cases, not the transport.
 
 A file is visible to its team until it is deleted or its own deadline passes; after that
 it answers exactly like an id that never existed. Upload streams to S3 with bounded memory
 and inserts the row only once the bytes are stored; anything else aborts the object.
+Changes run in a unit of work (`shared/unit_of_work.py`); the checks are `shared/rules.py`.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal, TypeGuard, get_args
+from typing import Any, Literal
 
 import asyncpg
 import structlog
 
-from shared import events, ids, metrics, pagination, public_urls, scheduling, sniff
-from shared.db import Connection
-from shared.errors import FailedPrecondition, InvalidArgument, NotFound, PayloadTooLarge
+from shared import events, ids, pagination, public_urls, rules, scheduling, sniff
+from shared.actors import WORKER, Caller, Team
+from shared.errors import InvalidArgument, NotFound, PayloadTooLarge
 from shared.filters import compile_filter
+from shared.pagination import ListQuery, SortBy
 from shared.resources import Resources
 from shared.settings import Settings
 from shared.storage import ObjectWriter
-from shared.teams import Team
+from shared.unit_of_work import Change, ChangeKind, UnitOfWork, unit_of_work
 
 log = structlog.get_logger(__name__)
 
-SortBy = Literal["created_at", "filename", "size"]
-Order = Literal["asc", "desc"]
-SORT_COLUMNS: dict[str, str] = {
+SORT_COLUMNS: dict[SortBy, str] = {
     "created_at": "f.created_at",
     "filename": "f.filename",
     "size": "f.bytes",
 }
-_MAX_FILENAME = 1024
+# Without PAGINATION_SECRET, cursors are valid only on the process that issued them; the
+# API logs a warning at startup, and `filecdn run` always sets one.
+_FALLBACK_SECRET = os.urandom(32)
 
 
-def is_order(value: str) -> TypeGuard[Order]:
-    """True for a valid list order; lets a transport hand a checked string to `ListQuery`."""
-    return value in get_args(Order)
-
-
-def is_sort_by(value: str) -> TypeGuard[SortBy]:
-    """True for a valid sort key (one with a whitelisted column)."""
-    return value in SORT_COLUMNS
+def cursor_secret(settings: Settings) -> bytes:
+    if settings.pagination_secret is None:
+        return _FALLBACK_SECRET
+    return settings.pagination_secret.get_secret_value().encode()
 
 
 # The live URL of a file, if any: not revoked and not past its deadline.
@@ -89,25 +88,6 @@ class StoredFile:
         return public_urls.url_for(settings, self.url_token, self.id, self.sniffed_type)
 
 
-def check_expires_after(settings: Settings, seconds: int) -> int:
-    """The contract's range for file and URL lifetimes (3600..2592000 by default)."""
-    lo, hi = settings.expires_after_min, settings.expires_after_max
-    if not lo <= seconds <= hi:
-        raise InvalidArgument(f"expires_after must be between {lo} and {hi} seconds, got {seconds}")
-    return seconds
-
-
-def check_filename(name: str | None) -> str:
-    name = (name or "").strip()
-    if not name:
-        raise InvalidArgument("the file needs a name")
-    if len(name) > _MAX_FILENAME or any(ord(c) < 32 for c in name):
-        raise InvalidArgument(
-            "file name must be at most 1024 characters, without control characters"
-        )
-    return name
-
-
 class Upload:
     """One upload in progress: stream with `write`, then `commit` or `abort`.
 
@@ -117,11 +97,12 @@ class Upload:
     """
 
     def __init__(
-        self, res: Resources, team: Team, filename: str | None, declared_type: str | None = None
+        self, res: Resources, caller: Caller, filename: str | None, declared_type: str | None = None
     ) -> None:
         self._res = res
-        self._team = team
-        self.filename = check_filename(filename)
+        self._limits = res.settings.limits
+        self._caller = caller
+        self.filename = rules.check_filename(filename)
         self._declared_type = declared_type
         self.file_id = ids.new_file_id()
         self._writer: ObjectWriter = res.storage.writer(ids.object_key(self.file_id))
@@ -129,15 +110,18 @@ class Upload:
         self._head = b""
         self.size = 0
         self._state: Literal["open", "stored", "committed", "aborted"] = "open"
+        # With its pair "upload aborted", shows uploads in flight and the ones abandoned.
+        log.info("upload started", file_id=self.file_id, actor=caller.actor.label)
 
     async def write(self, data: bytes) -> None:
         if not data:
             return
         self.size += len(data)
-        if self.size > self._res.settings.max_upload_bytes:
+        try:
+            rules.check_upload_size(self._limits, self.size)
+        except PayloadTooLarge:
             await self.abort()
-            limit = self._res.settings.max_upload_bytes
-            raise PayloadTooLarge(f"file exceeds the maximum upload size of {limit} bytes")
+            raise
         if len(self._head) < sniff.SNIFF_BYTES:
             self._head += data[: sniff.SNIFF_BYTES - len(self._head)]
         self._hash.update(data)
@@ -150,43 +134,56 @@ class Upload:
             self._state = "stored"
 
     async def commit(self, *, purpose: str = "", expires_after: int | None = None) -> StoredFile:
-        settings = self._res.settings
+        """Insert the row (the object is complete by then); on any failure, nothing remains."""
+        uow: UnitOfWork | None = None
         try:
             if expires_after is not None:
-                check_expires_after(settings, expires_after)
+                rules.check_expires_after(self._limits, expires_after)
             await self.finish_bytes()
             sniffed = sniff.sniff(self._head)
             content_type = sniff.stored_type(sniffed, self._declared_type, self.filename)
-            row = await self._res.db.fetchrow(
-                """INSERT INTO files (id, team_id, filename, purpose, bytes, content_type,
-                                      sniffed_type, sha256, object_key, expires_at)
-                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9,
-                           date_trunc('second', now() + make_interval(secs => $10::bigint)))
-                   RETURNING id, team_id, filename, purpose, bytes AS size, content_type,
-                             sniffed_type, sha256, object_key, created_at, expires_at,
-                             NULL::text AS url_token, NULL::timestamptz AS url_expires_at""",
-                self.file_id,
-                self._team.id,
-                self.filename,
-                purpose or "",
-                self.size,
-                content_type,
-                sniffed,
-                self._hash.digest(),
-                ids.object_key(self.file_id),
-                expires_after,
-            )
+            async with unit_of_work(self._res, self._caller.actor) as uow:
+                row = await uow.conn.fetchrow(
+                    """INSERT INTO files (id, team_id, filename, purpose, bytes, content_type,
+                                          sniffed_type, sha256, object_key, expires_at)
+                       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9,
+                               date_trunc('second', now() + make_interval(secs => $10::bigint)))
+                       RETURNING id, team_id, filename, purpose, bytes AS size, content_type,
+                                 sniffed_type, sha256, object_key, created_at, expires_at,
+                                 NULL::text AS url_token, NULL::timestamptz AS url_expires_at""",
+                    self.file_id,
+                    self._caller.team.id,
+                    self.filename,
+                    purpose or "",
+                    self.size,
+                    content_type,
+                    sniffed,
+                    self._hash.digest(),
+                    ids.object_key(self.file_id),
+                    expires_after,
+                )
+                if row is None:
+                    raise RuntimeError("INSERT ... RETURNING returned no row")
+                stored = StoredFile.from_row(row)
+                uow.record(
+                    Change(
+                        ChangeKind.FILE_UPLOADED,
+                        stored.id,
+                        stored.team_id,
+                        new_expires_at=stored.expires_at,
+                    )
+                )
+                if stored.expires_at is not None:
+                    # Not vital: reading already hides an expired file, and reconcile
+                    # reschedules a lost job.
+                    uow.schedule(scheduling.file_expiry(stored.id, stored.expires_at))
         except BaseException:
-            await self._discard()
+            if uow is not None and uow.committed:
+                self._state = "committed"  # the row exists: the object is its file now
+            else:
+                await self._discard()
             raise
-        assert row is not None
         self._state = "committed"
-        stored = StoredFile.from_row(row)
-        if stored.expires_at is not None:
-            # Not fatal: reading already hides an expired file, and reconcile reschedules.
-            await scheduling.schedule_file_expiry(self._res, stored.id, stored.expires_at)
-        await metrics.count(self._res, "files.uploaded")
-        log.info("file uploaded", file_id=stored.id, bytes=stored.size, type=content_type)
         return stored
 
     async def abort(self) -> None:
@@ -200,6 +197,9 @@ class Upload:
         elif self._state == "stored":
             self._state = "aborted"
             await self._res.storage.delete(self._writer.key)
+        else:
+            return
+        log.info("upload aborted", file_id=self.file_id, bytes=self.size)
 
 
 async def get_file(res: Resources, team: Team, file_id: str) -> StoredFile:
@@ -210,17 +210,6 @@ async def get_file(res: Resources, team: Team, file_id: str) -> StoredFile:
     if row is None:
         raise NotFound(f"file {file_id} not found")
     return StoredFile.from_row(row)
-
-
-@dataclass(frozen=True, slots=True)
-class ListQuery:
-    limit: int = 100
-    order: Order = "desc"
-    sort_by: SortBy = "created_at"
-    filter: str | None = None
-    purpose: str | None = None
-    pagination_token: str | None = None
-    after: str | None = None  # a file id (the openai SDK's cursor)
 
 
 @dataclass(frozen=True, slots=True)
@@ -260,16 +249,8 @@ def list_sql(
 
 async def list_files(res: Resources, team: Team, q: ListQuery) -> Page:
     settings = res.settings
-    if q.limit < 1:
-        raise InvalidArgument("limit must be at least 1")
-    limit = min(q.limit, settings.list_limit_max)
-    if q.order not in ("asc", "desc"):
-        raise InvalidArgument(f"order must be asc or desc, got {q.order!r}")
-    if q.sort_by not in SORT_COLUMNS:
-        raise InvalidArgument(
-            f"sort_by must be one of created_at, filename, size, got {q.sort_by!r}"
-        )
-    digest = pagination.query_digest(q.sort_by, q.order, q.filter, q.purpose)
+    limit = pagination.page_size(q, settings.list_limit_max)
+    digest = q.digest()
     cursor = await _resolve_cursor(res, team, q, digest)
     sql, params = list_sql(team, q, limit, cursor)
     found = [StoredFile.from_row(r) for r in await res.db.fetch(sql, *params)]
@@ -279,7 +260,7 @@ async def list_files(res: Resources, team: Team, q: ListQuery) -> Page:
     if found:
         last = found[-1]
         token = pagination.encode(
-            pagination.secret(settings),
+            cursor_secret(settings),
             digest,
             pagination.Cursor(_sort_value(last, q.sort_by), last.id),
         )
@@ -295,7 +276,7 @@ async def _resolve_cursor(
     if not ids.is_file_id(position):
         if q.after and not q.pagination_token:
             raise InvalidArgument("after must be a file id")
-        return pagination.decode(pagination.secret(res.settings), digest, position)
+        return pagination.decode(cursor_secret(res.settings), digest, position)
     # A bare file id (upstream's token shape, and the openai SDK's `after`).
     row = await res.db.fetchrow(
         f"SELECT f.created_at, f.filename, f.bytes FROM files f"
@@ -309,63 +290,55 @@ async def _resolve_cursor(
     return pagination.Cursor(value[q.sort_by], position)
 
 
-async def delete_file(res: Resources, team: Team, file_id: str) -> None:
+async def delete_file(res: Resources, caller: Caller, file_id: str) -> None:
     """Delete a visible file: its URL dies before we return; the object goes via the worker."""
     ids.check_file_id(file_id)
-    async with res.db.acquire() as conn, conn.transaction():
-        row = await conn.fetchrow(
-            f"SELECT f.object_key FROM files f WHERE f.id = $1 AND f.team_id = $2 AND {_VISIBLE}"
-            " FOR UPDATE",
+    async with unit_of_work(res, caller.actor) as uow:
+        row = await uow.conn.fetchrow(
+            f"SELECT f.object_key, f.expires_at FROM files f"
+            f" WHERE f.id = $1 AND f.team_id = $2 AND {_VISIBLE} FOR UPDATE",
             file_id,
-            team.id,
+            caller.team.id,
         )
         if row is None:
             raise NotFound(f"file {file_id} not found")
-        await retire_file(res, conn, file_id, "deleted")
-    await _announce_deletion(res, file_id, row["object_key"], team.id, "deleted")
+        await retire_file(uow, file_id, caller.team.id, row, "deleted")
 
 
 async def expire_file(res: Resources, file_id: str) -> bool:
     """Retire a file whose own deadline has passed (the worker's job); idempotent."""
-    async with res.db.acquire() as conn, conn.transaction():
-        row = await conn.fetchrow(
-            """SELECT object_key, team_id FROM files
+    async with unit_of_work(res, WORKER) as uow:
+        row = await uow.conn.fetchrow(
+            """SELECT object_key, team_id, expires_at FROM files
                 WHERE id = $1 AND deleted_at IS NULL AND expires_at <= now() FOR UPDATE""",
             file_id,
         )
         if row is None:
             return False
-        await retire_file(res, conn, file_id, "expired")
-    await _announce_deletion(res, file_id, row["object_key"], row["team_id"], "expired")
+        await retire_file(uow, file_id, row["team_id"], row, "expired")
     return True
 
 
-async def retire_file(res: Resources, conn: Connection, file_id: str, reason: str) -> None:
-    """Mark the (locked) file deleted and kill its URL before the transaction commits."""
-    await conn.execute(
+async def retire_file(
+    uow: UnitOfWork,
+    file_id: str,
+    team_id: int,
+    row: asyncpg.Record,
+    reason: Literal["deleted", "expired"],
+) -> None:
+    """Mark the (locked) file deleted and kill its URL before the transaction commits; the
+    worker deletes the object once the commit is announced."""
+    await uow.conn.execute(
         "UPDATE files SET deleted_at = now(), delete_reason = $2 WHERE id = $1", file_id, reason
     )
-    await public_urls.revoke_locked(res, conn, file_id, reason="deleted")
-
-
-async def _announce_deletion(
-    res: Resources, file_id: str, object_key: str, team_id: int, reason: str
-) -> None:
-    await metrics.count(res, f"files.{reason}")
-    try:
-        await events.publish(
-            res.redis, events.FileEvent(events.FILE_DELETED, file_id, object_key, team_id, reason)
-        )
-    except Exception:
-        # The row says "deleted, object pending": the worker's sweep removes the object.
-        log.warning("file.deleted event not published; the sweep will catch up", file_id=file_id)
+    await public_urls.revoke_locked(uow, file_id, reason="deleted")
+    kind = ChangeKind.FILE_DELETED if reason == "deleted" else ChangeKind.FILE_EXPIRED
+    uow.record(Change(kind, file_id, team_id, old_expires_at=row["expires_at"]))
+    uow.publish(events.FileEvent(events.FILE_DELETED, file_id, row["object_key"], team_id, reason))
 
 
 async def content_file(res: Resources, team: Team, file_id: str, fmt: str | None) -> StoredFile:
     """The file whose bytes may be read in the given format (original, or text for text/*)."""
     stored = await get_file(res, team, file_id)
-    if fmt not in (None, "", "original", "text"):
-        raise InvalidArgument("format must be original or text")
-    if fmt == "text" and not stored.content_type.startswith("text/"):
-        raise FailedPrecondition("format=text is only available for text/* files")
+    rules.check_content_format(fmt, stored.content_type)
     return stored

@@ -2,7 +2,8 @@
 and Prometheus counters per process.
 
 A bucket is one Redis hash per minute, `filecdn:metrics:<unix minute start>`, field =
-metric name. Counting never fails a request: a Redis error is logged and dropped.
+metric name. Counting never fails a request: domain events are counted after commit by the
+unit of work (`shared/unit_of_work.py`), which logs and drops a Redis error.
 """
 
 from __future__ import annotations
@@ -12,15 +13,11 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 import redis.asyncio as aioredis
-import structlog
 from prometheus_client import Counter
 from redis.asyncio.client import Pipeline
-from redis.exceptions import RedisError
 
 if TYPE_CHECKING:
     from shared.resources import Resources
-
-log = structlog.get_logger(__name__)
 
 BUCKET_PREFIX = "filecdn:metrics:"
 
@@ -56,11 +53,9 @@ def add_to_pipeline(
 
 
 async def count(res: Resources, name: str, n: int = 1) -> None:
+    """Count a domain event in this process and in the minute's bucket (RedisError if not)."""
     EVENTS.labels(name).inc(n)
-    try:
-        await add(res.redis, {name: n}, res.settings.metrics_retention_seconds)
-    except RedisError as exc:
-        log.warning("metrics bucket not updated", metric=name, error=str(exc))
+    await add(res.redis, {name: n}, res.settings.metrics_retention_seconds)
 
 
 async def read(redis: aioredis.Redis, minutes: int = 60) -> dict[int, dict[str, int]]:

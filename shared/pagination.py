@@ -1,8 +1,8 @@
-"""Opaque, tamper-evident list cursors, bound to the query that made them.
+"""Listing: the list query, its page size, and opaque, tamper-evident cursors.
 
 A cursor carries the last row's sort key and id, plus a digest of the query (sort, order,
 filter, purpose); it is signed with PAGINATION_SECRET so that a client can neither forge
-a position nor reuse a cursor with another query.
+a position nor reuse a cursor with another query. Pure: the caller supplies the secret.
 """
 
 from __future__ import annotations
@@ -11,24 +11,61 @@ import base64
 import hashlib
 import hmac
 import json
-import os
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal, TypeGuard, get_args
 
 from shared.errors import InvalidArgument
-from shared.settings import Settings
 
+# The contract's page size: the default `limit` (REST without one, gRPC's 0) and the
+# default cap (LIST_LIMIT_MAX).
+DEFAULT_PAGE_SIZE = 100
+
+SortBy = Literal["created_at", "filename", "size"]
+Order = Literal["asc", "desc"]
 _SIG_BYTES = 16
-# Without PAGINATION_SECRET, cursors are valid only on the process that issued them; the
-# API logs a warning at startup, and `filecdn run` always sets one.
-_FALLBACK_SECRET = os.urandom(32)
 
 
-def secret(settings: Settings) -> bytes:
-    if settings.pagination_secret is None:
-        return _FALLBACK_SECRET
-    return settings.pagination_secret.get_secret_value().encode()
+def is_order(value: str) -> TypeGuard[Order]:
+    """True for a valid list order; lets a transport hand a checked string to `ListQuery`."""
+    return value in get_args(Order)
+
+
+def is_sort_by(value: str) -> TypeGuard[SortBy]:
+    """True for a valid sort key."""
+    return value in get_args(SortBy)
+
+
+@dataclass(frozen=True, slots=True)
+class ListQuery:
+    limit: int = DEFAULT_PAGE_SIZE
+    order: Order = "desc"
+    sort_by: SortBy = "created_at"
+    filter: str | None = None
+    purpose: str | None = None
+    pagination_token: str | None = None
+    after: str | None = None  # a file id (the openai SDK's cursor)
+
+    def digest(self) -> str:
+        """What a cursor is bound to: every part of the query but the position and size."""
+        return query_digest(self.sort_by, self.order, self.filter, self.purpose)
+
+
+def page_size(q: ListQuery, limit_max: int) -> int:
+    """The rows one page returns: `limit` clamped to `limit_max`; below 1 is an error.
+
+    `order` and `sort_by` are checked again here for callers that build a ListQuery from
+    unchecked strings (the transports check them first, with their own wording).
+    """
+    if q.limit < 1:
+        raise InvalidArgument("limit must be at least 1")
+    if not is_order(q.order):
+        raise InvalidArgument(f"order must be asc or desc, got {q.order!r}")
+    if not is_sort_by(q.sort_by):
+        raise InvalidArgument(
+            f"sort_by must be one of created_at, filename, size, got {q.sort_by!r}"
+        )
+    return min(q.limit, limit_max)
 
 
 @dataclass(frozen=True, slots=True)

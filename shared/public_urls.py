@@ -8,26 +8,27 @@ Concurrency discipline (the invariants of design.md rest on it):
   and the insert are serialised per team, so concurrent creates never overshoot the quota.
 - The cache entry is written before commit (the URL works the moment it is returned) and
   deleted before commit on revoke/delete (a failure in between leaves the URL dead).
+- Each use case runs in a unit of work (`shared/unit_of_work.py`): it records what changed
+  and by whom, and the unit runs the jobs, counters and log lines once the change commits.
+The rules themselves (eligibility, deadlines, quota) are pure functions in `shared/rules.py`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
-from typing import Any
+from datetime import datetime
+from typing import Any, Literal
 
 import asyncpg
-import structlog
 
-from shared import ids, metrics, scheduling, sniff, token_cache
+from shared import ids, rules, scheduling, sniff, token_cache
+from shared.actors import WORKER, Caller
 from shared.db import Connection
-from shared.errors import InvalidArgument, NotFound, QuotaExceeded
+from shared.errors import NotFound
 from shared.resources import Resources
 from shared.settings import Settings
-from shared.teams import Team
-
-log = structlog.get_logger(__name__)
+from shared.unit_of_work import Change, ChangeKind, UnitOfWork, unit_of_work
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,20 +68,6 @@ def record_for(
     )
 
 
-def _check_eligible(settings: Settings, file: asyncpg.Record) -> None:
-    if file["bytes"] == 0:
-        raise InvalidArgument("an empty file cannot be made public")
-    if file["sniffed_type"] not in sniff.PUBLIC_EXTENSIONS:
-        raise InvalidArgument(
-            "only PNG, JPEG, MP4 and PDF files (judged by their content) can be made public; "
-            f"this file is {file['content_type']}"
-        )
-    if file["bytes"] > settings.public_url_max_bytes:
-        raise InvalidArgument(
-            f"files over {settings.public_url_max_bytes} bytes cannot be made public"
-        )
-
-
 _FILE_FOR_URL = """
 SELECT id, team_id, bytes, content_type, sniffed_type, sha256, object_key, created_at,
        expires_at, now() AS now
@@ -92,47 +79,68 @@ SELECT id, team_id, bytes, content_type, sniffed_type, sha256, object_key, creat
 _URL_COLUMNS = "id, token, expires_at, inherited, version"
 
 
-async def create(res: Resources, team: Team, file_id: str, expires_after: int | None) -> PublicUrl:
+async def create(
+    res: Resources, caller: Caller, file_id: str, expires_after: int | None
+) -> PublicUrl:
     """Create the file's URL, or return the live one (updating its expiry if one is given)."""
-    settings = res.settings
+    limits = res.settings.limits
+    team_id = caller.team.id
     ids.check_file_id(file_id)
     if expires_after is not None:
-        lo, hi = settings.expires_after_min, settings.expires_after_max
-        if not lo <= expires_after <= hi:
-            raise InvalidArgument(
-                f"expires_after must be between {lo} and {hi} seconds, got {expires_after}"
-            )
-    async with res.db.acquire() as conn, conn.transaction():
+        rules.check_expires_after(limits, expires_after)
+    async with unit_of_work(res, caller.actor) as uow:
+        conn = uow.conn
         # NO KEY: serialises creates per team without blocking the team's uploads (their
         # foreign-key checks take KEY SHARE on the same row).
-        await conn.execute("SELECT 1 FROM teams WHERE id = $1 FOR NO KEY UPDATE", team.id)
-        file = await conn.fetchrow(_FILE_FOR_URL, file_id, team.id)
+        await conn.execute("SELECT 1 FROM teams WHERE id = $1 FOR NO KEY UPDATE", team_id)
+        file = await conn.fetchrow(_FILE_FOR_URL, file_id, team_id)
         if file is None:
             raise NotFound(f"file {file_id} not found")
-        _check_eligible(settings, file)
+        rules.check_shareable(
+            limits,
+            rules.ShareableFile(
+                file["bytes"], file["sniffed_type"], file["content_type"], file["expires_at"]
+            ),
+        )
         now: datetime = file["now"]
         live = await conn.fetchrow(
             f"SELECT {_URL_COLUMNS} FROM public_urls WHERE file_id = $1 AND revoked_at IS NULL",
             file_id,
         )
-        if live is not None and live["expires_at"] is not None and live["expires_at"] <= now:
+        if live is not None and rules.is_past(live["expires_at"], now):
             # Dead by its deadline but not yet marked by the job: a new create gets a new token.
             await _mark_expired(conn, live["id"])
+            uow.record(
+                Change(
+                    ChangeKind.URL_EXPIRED,
+                    file_id,
+                    team_id,
+                    token=live["token"],
+                    old_expires_at=live["expires_at"],
+                )
+            )
             live = None
 
-        deadline = _deadline(settings, file, now, expires_after)
+        deadline = rules.url_deadline(file["expires_at"], now, expires_after)
         if live is None:
-            await _check_quota(settings, conn, team)
+            active = await conn.fetchval(
+                """SELECT count(*) FROM public_urls
+                    WHERE team_id = $1 AND revoked_at IS NULL
+                      AND (expires_at IS NULL OR expires_at > now())""",
+                team_id,
+            )
+            rules.check_quota(limits, active)
             row = await conn.fetchrow(
                 f"""INSERT INTO public_urls (file_id, team_id, token, expires_at, inherited)
                     VALUES ($1, $2, $3, $4, $5) RETURNING {_URL_COLUMNS}""",
                 file_id,
-                team.id,
+                team_id,
                 ids.new_token(),
                 deadline,
                 expires_after is None and deadline is not None,
             )
-            event = "url.created"
+            kind: ChangeKind | None = ChangeKind.URL_CREATED
+            previous = None
         elif expires_after is not None:
             row = await conn.fetchrow(
                 f"""UPDATE public_urls SET expires_at = $2, inherited = false,
@@ -141,49 +149,20 @@ async def create(res: Resources, team: Team, file_id: str, expires_after: int | 
                 live["id"],
                 deadline,
             )
-            event = "url.updated"
+            kind, previous = ChangeKind.URL_UPDATED, live["expires_at"]
         else:
-            row, event = live, ""
-        assert row is not None
+            row, kind, previous = live, None, None
+        if row is None:
+            raise RuntimeError(f"public URL of {file_id} vanished under its row lock")
+        if kind is not None:
+            uow.record(Change(kind, file_id, team_id, row["token"], previous, row["expires_at"]))
+            if row["expires_at"] is not None:
+                uow.schedule(scheduling.url_expiry(row["id"], row["version"], row["expires_at"]))
         # Before commit, under the file lock: the URL serves the moment we answer.
-        await token_cache.put(res.redis, row["token"], record_for(file, row))
-
-    if event:
-        if row["expires_at"] is not None:
-            await scheduling.schedule_url_expiry(res, row["id"], row["version"], row["expires_at"])
-        await metrics.count(res, event)
-        log.info(event, file_id=file_id, url_id=row["id"], expires_at=row["expires_at"])
+        await uow.cache_put(row["token"], record_for(file, row))
     return PublicUrl(
-        url_for(settings, row["token"], file_id, file["sniffed_type"]), row["expires_at"]
+        url_for(res.settings, row["token"], file_id, file["sniffed_type"]), row["expires_at"]
     )
-
-
-def _deadline(
-    settings: Settings, file: asyncpg.Record, now: datetime, expires_after: int | None
-) -> datetime | None:
-    file_deadline: datetime | None = file["expires_at"]
-    if expires_after is None:
-        return file_deadline  # inherited, or indefinite
-    # Whole seconds, so that the expires_at we report is exactly when the URL dies.
-    deadline = (now + timedelta(seconds=expires_after)).replace(microsecond=0)
-    if file_deadline is not None and deadline > file_deadline:
-        remaining = int((file_deadline - now).total_seconds())
-        raise InvalidArgument(
-            f"a public URL cannot outlive its file: expires_after {expires_after} exceeds the "
-            f"file's remaining lifetime of {remaining} seconds"
-        )
-    return deadline
-
-
-async def _check_quota(settings: Settings, conn: Connection, team: Team) -> None:
-    active = await conn.fetchval(
-        """SELECT count(*) FROM public_urls
-            WHERE team_id = $1 AND revoked_at IS NULL
-              AND (expires_at IS NULL OR expires_at > now())""",
-        team.id,
-    )
-    if active >= settings.public_url_quota:
-        raise QuotaExceeded(f"active public URL limit ({settings.public_url_quota}) reached")
 
 
 async def _mark_expired(conn: Connection, url_id: int) -> None:
@@ -195,68 +174,85 @@ async def _mark_expired(conn: Connection, url_id: int) -> None:
     )
 
 
-async def revoke(res: Resources, team: Team, file_id: str) -> Revocation:
+async def revoke(res: Resources, caller: Caller, file_id: str) -> Revocation:
     """Revoke the file's live URL; answers revoked=False when there is nothing to revoke."""
     ids.check_file_id(file_id)
-    async with res.db.acquire() as conn, conn.transaction():
-        file = await conn.fetchrow(
+    async with unit_of_work(res, caller.actor) as uow:
+        file = await uow.conn.fetchrow(
             "SELECT id, sniffed_type FROM files WHERE id = $1 AND team_id = $2 FOR UPDATE",
             file_id,
-            team.id,
+            caller.team.id,
         )
         if file is None:  # unknown, or another team's: the same answer, no leak
             return Revocation(file_id, False, None)
-        tokens = await revoke_locked(res, conn, file_id, reason="revoked")
+        tokens = await revoke_locked(uow, file_id, reason="revoked")
     if not tokens:
         return Revocation(file_id, False, None)
-    await metrics.count(res, "url.revoked")
-    log.info("url.revoked", file_id=file_id)
     return Revocation(
         file_id, True, url_for(res.settings, tokens[0], file_id, file["sniffed_type"])
     )
 
 
-async def revoke_locked(res: Resources, conn: Connection, file_id: str, reason: str) -> list[str]:
+async def revoke_locked(
+    uow: UnitOfWork, file_id: str, reason: Literal["revoked", "deleted"]
+) -> list[str]:
     """Kill the live URL of a file whose row the caller has locked; cache first in effect.
 
     The row update is not visible until commit, and the cache entry is deleted before it:
     if the delete fails, the transaction rolls back and the URL is unchanged; if the commit
-    fails, the URL is already dead.
+    fails, the URL is already dead. `deleted`: the file itself is going (deleted or expired).
     """
-    rows = await conn.fetch(
+    rows = await uow.conn.fetch(
         """UPDATE public_urls SET revoked_at = now(), revoke_reason = $2,
                   version = version + 1, updated_at = now()
             WHERE file_id = $1 AND revoked_at IS NULL
               AND (expires_at IS NULL OR expires_at > now())
-        RETURNING token""",
+        RETURNING token, team_id, expires_at""",
         file_id,
         reason,
     )
+    kind = ChangeKind.URL_REVOKED if reason == "revoked" else ChangeKind.URL_REVOKED_WITH_FILE
+    for r in rows:
+        uow.record(
+            Change(kind, file_id, r["team_id"], token=r["token"], old_expires_at=r["expires_at"])
+        )
     tokens = [r["token"] for r in rows]
-    await token_cache.delete(res.redis, *tokens)
+    await uow.cache_delete(*tokens)
     return tokens
 
 
-async def expire(res: Resources, url_id: int, version: int) -> datetime | None:
-    """The expiry job: mark the URL expired if this job is current and it is due.
+@dataclass(frozen=True, slots=True)
+class UrlExpiry:
+    """What the expiry job found: `expired` when this call expired the URL; `not_before`
+    when the URL is current but not yet due (the job ran early); neither when stale."""
 
-    Returns the deadline if the URL is current but not yet due (the job ran early), so the
-    caller can run it again then; None when done or stale.
-    """
-    async with res.db.acquire() as conn, conn.transaction():
-        row = await conn.fetchrow(
-            """SELECT token, expires_at, expires_at <= now() AS due FROM public_urls
+    expired: bool = False
+    not_before: datetime | None = None
+
+
+async def expire(res: Resources, url_id: int, version: int) -> UrlExpiry:
+    """The expiry job: mark the URL expired if this job is current and it is due."""
+    async with unit_of_work(res, WORKER) as uow:
+        row = await uow.conn.fetchrow(
+            """SELECT token, file_id, team_id, expires_at, expires_at <= now() AS due
+                 FROM public_urls
                 WHERE id = $1 AND version = $2 AND revoked_at IS NULL FOR UPDATE""",
             url_id,
             version,
         )
         if row is None or row["expires_at"] is None:
-            return None  # stale: revoked, updated or never expiring
+            return UrlExpiry()  # stale: revoked, updated or never expiring
         if not row["due"]:
-            deadline: datetime = row["expires_at"]
-            return deadline
-        await _mark_expired(conn, url_id)
-        await token_cache.delete(res.redis, row["token"])  # gone by TTL already; be sure
-    await metrics.count(res, "url.expired")
-    log.info("url.expired", url_id=url_id)
-    return None
+            return UrlExpiry(not_before=row["expires_at"])
+        await _mark_expired(uow.conn, url_id)
+        uow.record(
+            Change(
+                ChangeKind.URL_EXPIRED,
+                row["file_id"],
+                row["team_id"],
+                token=row["token"],
+                old_expires_at=row["expires_at"],
+            )
+        )
+        await uow.cache_delete(row["token"])  # gone by TTL already; be sure
+    return UrlExpiry(expired=True)

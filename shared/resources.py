@@ -18,6 +18,7 @@ from shared import db
 from shared.redis_client import create_redis
 from shared.settings import Settings
 from shared.storage import Storage
+from shared.token_cache import TokenCache
 
 
 @dataclass
@@ -25,6 +26,7 @@ class Resources:
     settings: Settings
     redis: aioredis.Redis
     storage: Storage
+    tokens: TokenCache  # the only writer of token-cache entries
     _db: asyncpg.Pool | None = None
     _arq: ArqRedis | None = None
 
@@ -52,7 +54,7 @@ async def open_resources(settings: Settings, *, postgres: bool = True) -> AsyncI
         connection_pool=redis.connection_pool, default_queue_name=settings.arq_queue_name
     )
     try:
-        yield Resources(settings, redis, storage, pool, arq)
+        yield Resources(settings, redis, storage, TokenCache(redis), pool, arq)
     finally:
         await storage.close()
         if pool is not None:

@@ -12,6 +12,9 @@ from typing import Literal
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shared.pagination import DEFAULT_PAGE_SIZE
+from shared.rules import Limits
+
 MiB = 1024 * 1024
 
 
@@ -52,7 +55,7 @@ class Settings(BaseSettings):
     expires_after_min: int = Field(default=3600, ge=1)
     expires_after_max: int = Field(default=2_592_000, ge=1)
     public_url_quota: int = Field(default=1000, ge=0)
-    list_limit_max: int = 100
+    list_limit_max: int = DEFAULT_PAGE_SIZE
 
     # Signs pagination tokens; every API replica must share it.
     pagination_secret: SecretStr | None = None
@@ -107,6 +110,18 @@ class Settings(BaseSettings):
         """Settings from an explicit environment mapping instead of os.environ."""
         fields = cls.model_fields
         return cls.model_validate({k.lower(): v for k, v in env.items() if k.lower() in fields})
+
+    @property
+    def limits(self) -> Limits:
+        """The numbers the pure rules (`shared/rules.py`) need."""
+        return Limits(
+            max_upload_bytes=self.max_upload_bytes,
+            public_url_max_bytes=self.public_url_max_bytes,
+            expires_after_min=self.expires_after_min,
+            expires_after_max=self.expires_after_max,
+            public_url_quota=self.public_url_quota,
+            list_limit_max=self.list_limit_max,
+        )
 
     @property
     def edge_base_url(self) -> str:

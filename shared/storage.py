@@ -88,7 +88,8 @@ class ObjectWriter:
         self._fill = 0
 
     def _upload_part(self, part: memoryview, number: int) -> None:
-        assert self._upload_id is not None
+        if self._upload_id is None:
+            raise RuntimeError("a part was sent before its multipart upload was created")
         # minio annotates `bytes`, but only hashes the body and hands it to urllib3, which
         # sends any buffer as is: passing the view avoids a 5 MiB copy per part.
         etag = self._client._upload_part(
@@ -107,8 +108,8 @@ class ObjectWriter:
         else:
             if self._fill:
                 await self._send_part()
-            assert self._inflight is not None
-            await self._inflight
+            if self._inflight is not None:  # always: a multipart upload has sent a part
+                await self._inflight
             result = await self._storage.run_in_thread(
                 self._client._complete_multipart_upload,
                 self._storage.bucket,

@@ -8,13 +8,20 @@ from datetime import datetime
 import asyncpg
 
 from shared import ids
+from shared.actors import Actor, Caller, Team
 from shared.errors import InvalidArgument, NotFound, Unauthenticated
 
-
-@dataclass(frozen=True, slots=True)
-class Team:
-    id: int
-    name: str
+# Team lives with the other plain identities; it is named here too, beside its queries.
+__all__ = [
+    "KeyInfo",
+    "Team",
+    "authenticate",
+    "create_key",
+    "create_team",
+    "get_team",
+    "list_keys",
+    "revoke_key",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,15 +101,17 @@ async def revoke_key(db: asyncpg.Pool, key_or_id: str) -> KeyInfo:
     return KeyInfo(row["id"], row["name"], row["key_prefix"], row["created_at"], row["revoked_at"])
 
 
-async def authenticate(db: asyncpg.Pool, key: str | None) -> Team:
-    """The team owning a live key; the same error for missing, unknown and revoked keys."""
+async def authenticate(db: asyncpg.Pool, key: str | None) -> Caller:
+    """The team owning a live key, and the key as the actor; the same error for missing,
+    unknown and revoked keys."""
     if not key:
         raise Unauthenticated("missing API key: send Authorization: Bearer <key>")
     row = await db.fetchrow(
-        """SELECT t.id, t.name FROM api_keys k JOIN teams t ON t.id = k.team_id
+        """SELECT t.id, t.name, k.id AS key_id, k.key_prefix
+             FROM api_keys k JOIN teams t ON t.id = k.team_id
             WHERE k.key_hash = $1 AND k.revoked_at IS NULL""",
         ids.hash_api_key(key),
     )
     if row is None:
         raise Unauthenticated("invalid or revoked API key")
-    return Team(row["id"], row["name"])
+    return Caller(Team(row["id"], row["name"]), Actor.api_key(row["key_id"], row["key_prefix"]))

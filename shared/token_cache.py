@@ -4,15 +4,16 @@ One key per live token holding everything the edge needs, with a Redis TTL at th
 deadline so an expired URL disappears even if no job runs. PostgreSQL stays the source of
 truth; the worker's reconcile rebuilds these entries from it.
 
-Writers (API, worker) call `put`/`delete` while holding the file's row lock, so a
+Writers (API, worker) go through `TokenCache` while holding the file's row lock, so a
 concurrent revoke can never be overtaken by a stale write (see `shared/public_urls.py`).
-The reader (`lookup`) is the edge's one Redis round trip per request.
+The edge reads an entry in one round trip (`cdn_edge/lookups.py`).
 """
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -55,25 +56,45 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-async def put(redis: aioredis.Redis, token: str, record: UrlRecord) -> None:
-    """Write (or overwrite) the entry, expiring at the deadline. A past deadline deletes it."""
-    if record.deadline_ms is None:
-        await redis.set(key(token), record.encode())
-    elif record.deadline_ms <= now_ms():
-        await redis.delete(key(token))
-    else:
-        await redis.set(key(token), record.encode(), pxat=record.deadline_ms)
+class TokenCache:
+    """Every write to the token cache goes through here (API, worker, reconcile).
 
+    One place, because what a write must wait for is decided here: the token cache may
+    move to its own Redis (TOKEN_REDIS_URL), and a revocation may have to wait for that
+    Redis's replicas before the API answers.
+    """
 
-async def delete(redis: aioredis.Redis, *tokens: str) -> None:
-    if tokens:
-        await redis.delete(*(key(t) for t in tokens))
+    def __init__(self, redis: aioredis.Redis) -> None:
+        self.redis = redis
 
+    async def put(self, token: str, record: UrlRecord) -> None:
+        """Write (or overwrite) the entry, expiring at the deadline; a past one deletes it."""
+        if record.deadline_ms is None:
+            await self.redis.set(key(token), record.encode())
+        elif record.deadline_ms <= now_ms():
+            await self.redis.delete(key(token))
+        else:
+            await self.redis.set(key(token), record.encode(), pxat=record.deadline_ms)
 
-async def lookup(redis: aioredis.Redis, token: str) -> UrlRecord | None:
-    """The record if the token is live now, else None (unknown, revoked, expired)."""
-    raw = await redis.get(key(token))
-    if raw is None:
-        return None
-    record = UrlRecord.decode(raw)
-    return record if record.live_at(now_ms()) else None
+    async def delete(self, *tokens: str) -> None:
+        """Remove the entries: once this returns, the edge no longer serves these tokens."""
+        if tokens:
+            await self.redis.delete(*(key(t) for t in tokens))
+
+    async def present(self, tokens: Sequence[str]) -> list[bool]:
+        """Which of the tokens have an entry, in one round trip."""
+        pipe = self.redis.pipeline(transaction=False)
+        for t in tokens:
+            pipe.exists(key(t))
+        return [bool(n) for n in await pipe.execute()]
+
+    async def tokens(self, batch: int) -> AsyncIterator[list[str]]:
+        """Every token with an entry, in batches (SCAN: entries may come and go meanwhile)."""
+        found: list[str] = []
+        async for raw in self.redis.scan_iter(match=KEY_PREFIX + "*", count=batch):
+            found.append(raw.decode()[len(KEY_PREFIX) :])
+            if len(found) >= batch:
+                yield found
+                found = []
+        if found:
+            yield found

@@ -3,7 +3,8 @@ their wheels (or the ones DATABASE_URL / REDIS_URL / S3_ENDPOINT name), then the
 edge as real processes. Each test gets its own team; the worker is started by the tests that
 need it (some must see the system with it stopped, killed or restarted).
 
-The suite owns the servers it is given: it flushes Redis in one test.
+The suite owns the servers it is given: it flushes Redis in one test. Client libraries are
+imported where a fixture needs them, so that the pure tests start quickly.
 """
 
 from __future__ import annotations
@@ -19,18 +20,18 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-import aiohttp
 import pytest
 
 from cli.embedded import Supervisor, free_port, stop_process, tcp_open, wait_until
-from cli.stack import filecdn_argv, stack_environment
-from shared import db, teams
-from shared.resources import Resources, open_resources
+from shared.actors import Team
 from shared.settings import Settings
 
 if TYPE_CHECKING:
+    import aiohttp
+
+    from shared.resources import Resources
     from tests.helpers import OwnRedis
 
 # Lowered so that expiry runs end to end in seconds; one test checks the real defaults.
@@ -56,6 +57,8 @@ class Stack:
     workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     def start_worker(self, **extra_env: str) -> subprocess.Popen[bytes]:
+        from cli.stack import filecdn_argv
+
         name = f"worker-{len(self.workers)}"
         proc = self.sup.start(name, filecdn_argv("worker"), env={**self.env, **extra_env})
         self.workers.append(proc)
@@ -72,6 +75,9 @@ def _infra_env() -> dict[str, str]:
 
 @pytest.fixture(scope="session")
 def stack() -> Iterator[Stack]:
+    from cli.stack import filecdn_argv, stack_environment
+    from shared import db
+
     data_dir = Path(tempfile.mkdtemp(prefix="filecdn-test-"))
     sup = Supervisor(data_dir / "logs")
     try:
@@ -118,6 +124,8 @@ def stack() -> Iterator[Stack]:
 @pytest.fixture(scope="session")
 async def res(stack: Stack) -> AsyncIterator[Resources]:
     """Direct access to the same PostgreSQL, Redis and S3, to check what tests cannot see."""
+    from shared.resources import open_resources
+
     async with open_resources(stack.settings) as r:
         yield r
 
@@ -135,11 +143,13 @@ async def own_redis(stack: Stack) -> AsyncIterator[OwnRedis]:
 
 @dataclass
 class TeamKey:
-    team: teams.Team
+    team: Team
     key: str
 
 
 async def new_team(res: Resources) -> TeamKey:
+    from shared import teams
+
     team = await teams.create_team(res.db, f"team-{uuid.uuid4().hex[:12]}")
     return TeamKey(team, await teams.create_key(res.db, team.name))
 
@@ -152,6 +162,8 @@ async def team(res: Resources) -> TeamKey:
 @pytest.fixture
 async def api(stack: Stack, team: TeamKey) -> AsyncIterator[aiohttp.ClientSession]:
     """An HTTP client for the REST API, authenticated as this test's team."""
+    import aiohttp
+
     async with aiohttp.ClientSession(
         base_url=stack.api_url, headers={"Authorization": f"Bearer {team.key}"}
     ) as session:
@@ -161,8 +173,21 @@ async def api(stack: Stack, team: TeamKey) -> AsyncIterator[aiohttp.ClientSessio
 @pytest.fixture
 async def anon(stack: Stack) -> AsyncIterator[aiohttp.ClientSession]:
     """An unauthenticated HTTP client (the API and, with full URLs, the edge)."""
+    import aiohttp
+
     async with aiohttp.ClientSession(base_url=stack.api_url) as session:
         yield session
+
+
+@pytest.fixture
+async def stub(stack: Stack) -> AsyncIterator[Any]:
+    """A raw `xai_api.Files` stub (messages as tests build them, malformed ones included)."""
+    import grpc
+    from xai_sdk.proto import files_pb2_grpc
+
+    options = [("grpc.max_send_message_length", 32 * 1024 * 1024)]
+    async with grpc.aio.insecure_channel(stack.grpc_target, options=options) as channel:
+        yield files_pb2_grpc.FilesStub(channel)
 
 
 @pytest.fixture

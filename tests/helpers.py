@@ -1,5 +1,6 @@
-"""Small helpers for tests: sample files, uploads, public URLs, polling, what is left in
-S3/Redis, and edge processes (and Redis servers) of a test's own."""
+"""Small helpers for tests: sample files, uploads, public URLs, raw gRPC messages, the
+README's snippets, polling, what is left in S3/Redis, and edge processes (and Redis servers)
+of a test's own."""
 
 from __future__ import annotations
 
@@ -8,13 +9,15 @@ import contextlib
 import inspect
 import json
 import os
+import re
 import signal
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -32,7 +35,9 @@ from shared.resources import Resources
 from shared.teams import Team
 
 if TYPE_CHECKING:
-    from tests.conftest import Stack
+    from tests.conftest import Stack, TeamKey
+
+README = Path(__file__).resolve().parent.parent / "README.md"
 
 # The seed's PNG: a signature and 32 zero bytes.
 SEED_PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 32
@@ -112,6 +117,41 @@ async def until(
         return bool(await result) if inspect.isawaitable(result) else bool(result)
 
     await wait_for(probe, timeout, what)
+
+
+async def until_past(res: Resources, deadline: float) -> None:
+    """Wait until PostgreSQL's clock, which deadlines are judged by, reaches `deadline`
+    (Unix seconds). The edge and Redis read the same host clock."""
+
+    async def reached() -> bool:
+        return bool(await res.db.fetchval("SELECT now() >= to_timestamp($1)", float(deadline)))
+
+    await wait_for(reached, timeout=max(0.0, deadline - time.time()) + 10, what="the deadline")
+
+
+def logged(stack: Stack, process: str, **fields: object) -> list[dict[str, Any]]:
+    """The JSON log lines a process of the test stack has written with all these fields."""
+    path = stack.data_dir / "logs" / f"{process}.log"
+    found = []
+    for line in path.read_text(errors="replace").splitlines():
+        if line.startswith("{") and all(str(v) in line for v in fields.values()):
+            with contextlib.suppress(ValueError):
+                event = json.loads(line)
+                if all(event.get(k) == v for k, v in fields.items()):
+                    found.append(event)
+    return found
+
+
+async def wait_for_log(
+    stack: Stack, process: str, timeout: float = 15.0, **fields: object
+) -> dict[str, Any]:
+    """The first log line with these fields, once the process has written it."""
+
+    async def written() -> bool:
+        return bool(logged(stack, process, **fields))
+
+    await wait_for(written, timeout, what=f"{process} to log {fields}")
+    return logged(stack, process, **fields)[0]
 
 
 async def object_keys(res: Resources) -> set[str]:
@@ -340,3 +380,72 @@ def edge_workers(edge: OwnEdge, port: int | None = None) -> list[int]:
             ):
                 pids.append(child.pid)
     return pids
+
+
+def run_sourcing(env_file: Path, argv: list[str], **kw: Any) -> subprocess.CompletedProcess[str]:
+    """argv run with only PATH and what `set -a; . env_file` exports, as a person would."""
+    return subprocess.run(
+        ["sh", "-c", 'set -a; . "$0"; exec "$@"', str(env_file), *argv],
+        env={"PATH": os.environ["PATH"]},
+        capture_output=True,
+        text=True,
+        **kw,
+    )
+
+
+# --- raw gRPC messages (the SDK cannot send malformed streams) ------------------------------
+
+PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
+
+
+def auth(team: TeamKey) -> tuple[tuple[str, str], ...]:
+    return (("authorization", f"Bearer {team.key}"),)
+
+
+def init(name: str = "a.png", expires_after: int | None = None) -> Any:
+    from xai_sdk.proto import files_pb2  # imported here: the SDK is slow to import
+
+    return files_pb2.UploadFileChunk(
+        init=files_pb2.UploadFileInit(name=name, expires_after=expires_after)
+    )
+
+
+def data(payload: bytes) -> Any:
+    from xai_sdk.proto import files_pb2
+
+    return files_pb2.UploadFileChunk(data=payload)
+
+
+async def stream(chunks: Iterable[Any]) -> AsyncIterator[Any]:
+    for c in chunks:
+        yield c
+
+
+async def uploaded(stub: Any, team: TeamKey, payload: bytes = PNG, name: str = "a.png") -> Any:
+    return await stub.UploadFile(stream([init(name), data(payload)]), metadata=auth(team))
+
+
+# --- the README's snippets, run as a user would ---------------------------------------------
+
+
+def readme_snippet(imports: str) -> str:
+    """The README's ```python block (in the SDK section) that contains `imports`."""
+    text = README.read_text()
+    section = text.split("<!-- section:sdk -->")[1].split("<!-- /section:sdk -->")[0]
+    [block] = [b for b in re.findall(r"```python\n(.*?)```", section, re.S) if imports in b]
+    return block
+
+
+def run_snippet(code: str, stack: Stack, team: TeamKey, cwd: Path) -> list[str]:
+    """Run it as a user would (a fresh interpreter), pointed at the test stack."""
+    env = {
+        **os.environ,
+        "XAI_API_KEY": team.key,
+        "FILECDN_GRPC": stack.grpc_target,
+        "FILECDN_API_URL": stack.api_url,
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=cwd, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.splitlines()

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import time
+
 import aiohttp
 
+from cli.embedded import wait_until
 from shared.resources import Resources
-from tests.conftest import TeamKey
+from tests.conftest import Stack, TeamKey, WorkerHandle
 from tests.helpers import call, png, snapshot, upload, wait_for
 
 
@@ -115,14 +120,7 @@ async def test_unknown_route_and_method_get_json_errors(
     assert await snapshot(res, team.team) == before
 
 
-def test_worker_liveness_check_follows_the_worker(stack: object) -> None:
-    import subprocess
-    import sys
-    import time
-
-    from tests.conftest import Stack, WorkerHandle
-
-    assert isinstance(stack, Stack)
+def test_worker_liveness_check_follows_the_worker(stack: Stack) -> None:
     env = {**stack.env, "ARQ_QUEUE_NAME": f"liveness-{time.monotonic_ns()}"}
 
     def check() -> int:
@@ -137,9 +135,6 @@ def test_worker_liveness_check_follows_the_worker(stack: object) -> None:
     worker = WorkerHandle(stack)
     worker.start(ARQ_QUEUE_NAME=env["ARQ_QUEUE_NAME"])
     try:
-        deadline = time.monotonic() + 20
-        while check() != 0:
-            assert time.monotonic() < deadline, "the worker never reported alive"
-            time.sleep(0.5)
+        wait_until(lambda: check() == 0, 20, "the worker reporting alive")
     finally:
         worker.stop()

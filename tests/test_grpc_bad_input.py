@@ -7,46 +7,31 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator, Iterable
+import uuid
+from collections.abc import AsyncIterator, Coroutine, Iterable
 from typing import Any
 
 import grpc
 import pytest
-from xai_sdk.proto import files_pb2, files_pb2_grpc
+from xai_sdk.proto import files_pb2
 
 from shared.resources import Resources
 from tests.conftest import Stack, TeamKey
-from tests.helpers import snapshot, wait_for
+from tests.helpers import (
+    PNG,
+    auth,
+    data,
+    init,
+    pending_multipart_uploads,
+    snapshot,
+    stream,
+    uploaded,
+    wait_for,
+    wait_for_log,
+)
 
 MiB = 1024 * 1024
 MISSING = "file_00000000-0000-4000-8000-000000000000"
-PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
-
-
-@pytest.fixture
-async def stub(stack: Stack) -> AsyncIterator[Any]:
-    options = [("grpc.max_send_message_length", 32 * MiB)]
-    async with grpc.aio.insecure_channel(stack.grpc_target, options=options) as channel:
-        yield files_pb2_grpc.FilesStub(channel)
-
-
-def auth(team: TeamKey) -> tuple[tuple[str, str], ...]:
-    return (("authorization", f"Bearer {team.key}"),)
-
-
-def init(name: str = "a.png", expires_after: int | None = None) -> Any:
-    return files_pb2.UploadFileChunk(
-        init=files_pb2.UploadFileInit(name=name, expires_after=expires_after)
-    )
-
-
-def data(payload: bytes) -> Any:
-    return files_pb2.UploadFileChunk(data=payload)
-
-
-async def stream(chunks: Iterable[Any]) -> AsyncIterator[Any]:
-    for c in chunks:
-        yield c
 
 
 async def upload_fails(
@@ -59,10 +44,6 @@ async def upload_fails(
     assert err.value.code() == code, err.value.details()
     assert await snapshot(res, team.team) == before
     return str(err.value.details())
-
-
-async def uploaded(stub: Any, team: TeamKey, payload: bytes = PNG, name: str = "a.png") -> Any:
-    return await stub.UploadFile(stream([init(name), data(payload)]), metadata=auth(team))
 
 
 async def test_upload_with_no_init_message_is_invalid_argument(
@@ -126,10 +107,11 @@ async def test_oversized_stream_is_resource_exhausted(
 
 @pytest.mark.parametrize("sent_mib", [0, 12], ids=["before any part", "multipart open"])
 async def test_cancelling_an_upload_mid_stream_leaves_nothing(
-    stub: Any, team: TeamKey, res: Resources, sent_mib: int
+    stub: Any, team: TeamKey, res: Resources, stack: Stack, sent_mib: int
 ) -> None:
     before = await snapshot(res, team.team)
     sent = asyncio.Event()
+    request_id = uuid.uuid4().hex
 
     async def chunks() -> AsyncIterator[Any]:
         yield init("x.png")
@@ -139,34 +121,42 @@ async def test_cancelling_an_upload_mid_stream_leaves_nothing(
         sent.set()
         await asyncio.sleep(3600)  # the client never finishes the stream
 
-    call = stub.UploadFile(chunks(), metadata=auth(team))
+    call = stub.UploadFile(chunks(), metadata=(*auth(team), ("x-request-id", request_id)))
     await sent.wait()
-    await asyncio.sleep(0.3)  # let the server receive (and store) what was sent
+    # The server holds the upload open (and, past 5 MiB, has parts in S3) when we cancel.
+    started = await wait_for_log(stack, "api", event="upload started", request_id=request_id)
+    if sent_mib:
+
+        async def parts_stored() -> bool:
+            return await pending_multipart_uploads(res) > before[2]
+
+        await wait_for(parts_stored, timeout=10, what="the server to store a part")
     call.cancel()
     with pytest.raises(asyncio.CancelledError):
         await call
-
-    async def clean() -> bool:
-        return await snapshot(res, team.team) == before
-
-    await wait_for(clean, timeout=10, what="the cancelled upload to leave nothing")
-    await asyncio.sleep(0.5)  # and nothing turns up late (a commit after the cancel)
+    # Once the server has thrown the upload away, no commit can follow it.
+    await wait_for_log(stack, "api", event="upload aborted", file_id=started["file_id"])
     assert await snapshot(res, team.team) == before
+
+
+def _file_rpcs(stub: Any, team: TeamKey, file_id: str) -> list[Coroutine[Any, Any, Any]]:
+    """Every RPC that names a file, but revoke (which answers revoked=false for nothing)."""
+    md = auth(team)
+    return [
+        stub.RetrieveFile(files_pb2.RetrieveFileRequest(file_id=file_id), metadata=md),
+        stub.DeleteFile(files_pb2.DeleteFileRequest(file_id=file_id), metadata=md),
+        stub.CreatePublicUrl(files_pb2.CreatePublicUrlRequest(file_id=file_id), metadata=md),
+        _drain(
+            stub.RetrieveFileContent(
+                files_pb2.RetrieveFileContentRequest(file_id=file_id), metadata=md
+            )
+        ),
+    ]
 
 
 async def test_unknown_file_id_is_not_found_everywhere(stub: Any, team: TeamKey) -> None:
     md = auth(team)
-    calls = [
-        stub.RetrieveFile(files_pb2.RetrieveFileRequest(file_id=MISSING), metadata=md),
-        stub.DeleteFile(files_pb2.DeleteFileRequest(file_id=MISSING), metadata=md),
-        stub.CreatePublicUrl(files_pb2.CreatePublicUrlRequest(file_id=MISSING), metadata=md),
-        _drain(
-            stub.RetrieveFileContent(
-                files_pb2.RetrieveFileContentRequest(file_id=MISSING), metadata=md
-            )
-        ),
-    ]
-    for c in calls:
+    for c in _file_rpcs(stub, team, MISSING):
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await c
         assert err.value.code() == grpc.StatusCode.NOT_FOUND
@@ -183,18 +173,8 @@ async def _drain(call: Any) -> list[Any]:
 async def test_malformed_file_id_is_invalid_argument(stub: Any, team: TeamKey) -> None:
     md = auth(team)
     for bad in ("nope", "", "file_123", MISSING.upper()):
-        calls = [
-            stub.RetrieveFile(files_pb2.RetrieveFileRequest(file_id=bad), metadata=md),
-            stub.DeleteFile(files_pb2.DeleteFileRequest(file_id=bad), metadata=md),
-            stub.CreatePublicUrl(files_pb2.CreatePublicUrlRequest(file_id=bad), metadata=md),
-            stub.RevokePublicUrl(files_pb2.RevokePublicUrlRequest(file_id=bad), metadata=md),
-            _drain(
-                stub.RetrieveFileContent(
-                    files_pb2.RetrieveFileContentRequest(file_id=bad), metadata=md
-                )
-            ),
-        ]
-        for c in calls:
+        revoke = stub.RevokePublicUrl(files_pb2.RevokePublicUrlRequest(file_id=bad), metadata=md)
+        for c in [*_file_rpcs(stub, team, bad), revoke]:
             with pytest.raises(grpc.aio.AioRpcError) as err:
                 await c
             assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT, bad

@@ -10,7 +10,7 @@ from cli.embedded import free_port, start_valkey, tcp_open, wait_until
 from cli.stack import filecdn_argv
 from shared.resources import Resources
 from tests.conftest import Stack, TeamKey
-from tests.test_grpc_bad_input import auth, data, init, stream
+from tests.helpers import auth, data, init, stream
 
 
 async def test_public_url_changes_are_unavailable_while_redis_is_down(

@@ -1,24 +1,17 @@
 """What goes over the gRPC wire: chunk sizes, presence of optional fields, one domain for
-REST and gRPC (same files, same cursors, same error mapping)."""
+REST and gRPC (same files, same cursors; the error table is `test_error_table.py`)."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import aiohttp
 import grpc
 import pytest
-from redis.exceptions import ConnectionError as RedisConnectionError
 from xai_sdk.proto import files_pb2
 
-from api import errors as rest_errors
-from api.grpc_errors import status_for
-from shared import errors
 from tests.conftest import TeamKey
-from tests.helpers import call, png, upload
-from tests.test_grpc_bad_input import auth, data, init, stream, uploaded
-from tests.test_grpc_bad_input import stub as stub  # the raw-stub fixture
+from tests.helpers import auth, call, data, init, png, stream, upload, uploaded
 
 MiB = 1024 * 1024
 
@@ -111,31 +104,3 @@ async def test_rest_and_grpc_see_the_same_files_and_cursors(
         metadata=auth(team),
     )
     assert [f.id for f in rest.data] == [via_rest["id"]]
-
-
-@pytest.mark.parametrize(
-    "cls",
-    [
-        errors.InvalidArgument,
-        errors.FailedPrecondition,
-        errors.NotFound,
-        errors.Unauthenticated,
-        errors.PermissionDenied,
-        errors.QuotaExceeded,
-        errors.PayloadTooLarge,
-        errors.Unavailable,
-    ],
-)
-def test_every_domain_error_maps_to_the_status_rest_names(cls: type[errors.FilecdnError]) -> None:
-    code, details = status_for(cls("the message"))
-    rest = rest_errors.from_domain(cls("the message"))
-    assert isinstance(rest.body, bytes)
-    body = json.loads(rest.body)
-    assert rest_errors.PHRASES[code.name] == body["code"]
-    assert details == body["error"] == "the message"
-
-
-def test_redis_down_is_unavailable_and_surprises_are_internal() -> None:
-    assert status_for(RedisConnectionError("refused"))[0] == grpc.StatusCode.UNAVAILABLE
-    code, details = status_for(KeyError("secret detail"))
-    assert code == grpc.StatusCode.INTERNAL and "secret" not in details

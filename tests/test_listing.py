@@ -199,7 +199,8 @@ async def test_listing_uses_an_index_at_100k_files(res: Resources, team: TeamKey
     )
     await res.db.execute("ANALYZE files")
     from shared import pagination
-    from shared.files import ListQuery, list_files, list_sql
+    from shared.files import list_files, list_sql
+    from shared.pagination import ListQuery
 
     for sort_by in ("created_at", "filename", "size"):
         for order in ("asc", "desc"):

@@ -3,6 +3,7 @@ walk-through against it, Ctrl-C leaving no process behind, and data surviving a 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -17,7 +18,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from cli.embedded import free_port
+from cli.embedded import free_port, wait_until
+from tests.helpers import run_sourcing
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -112,9 +114,18 @@ def test_run_serves_the_readme_walkthrough_and_ctrl_c_leaves_nothing(
         running = stack.interrupt() if stack.proc.poll() is None else []
     assert stack.proc.returncode == 0, stack.log.read_text()
     assert len(running) >= 6  # postgres, valkey, weed, api, worker, edge (+ their children)
-    time.sleep(0.5)
-    alive = [p for p in running if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
-    assert not alive, [p.cmdline() for p in alive]
+
+    def alive() -> list[psutil.Process]:
+        found = []
+        for p in running:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
+                    found.append(p)
+        return found
+
+    with contextlib.suppress(TimeoutError):  # reaping may lag the parent's exit a little
+        wait_until(lambda: not alive(), 5, "every child to exit")
+    assert not alive(), [p.cmdline() for p in alive()]
 
 
 def test_run_keeps_data_and_key_across_restarts(run_env: tuple[Path, dict[str, str]]) -> None:
@@ -124,8 +135,10 @@ def test_run_keeps_data_and_key_across_restarts(run_env: tuple[Path, dict[str, s
         first.wait_ready()
         key = (Path(env["DATA_DIR"]) / "demo-api-key").read_text().strip()
         file_id = _upload(first.api, key)
+        _joins_with_stack_env(Path(env["DATA_DIR"]) / "stack.env")
     finally:
         first.interrupt()
+    assert not (Path(env["DATA_DIR"]) / "stack.env").exists()  # it described a running stack
     second = RunningStack(Path(env["DATA_DIR"]), env)
     try:
         second.wait_ready()
@@ -138,6 +151,13 @@ def test_run_keeps_data_and_key_across_restarts(run_env: tuple[Path, dict[str, s
             assert r.read() == b"survives a restart"
     finally:
         second.interrupt()
+
+
+def _joins_with_stack_env(stack_env: Path) -> None:
+    """A process given only stack.env reaches the stack's database (and is told it is current)."""
+    assert stack_env.stat().st_mode & 0o777 == 0o600
+    joined = run_sourcing(stack_env, [sys.executable, "-m", "cli", "migrate"], cwd=ROOT, timeout=60)
+    assert joined.returncode == 0 and "schema up to date" in joined.stdout, joined.stderr
 
 
 def _upload(api: str, key: str) -> str:

@@ -13,8 +13,7 @@ import pytest
 from openai import AsyncOpenAI, OpenAI
 
 from tests.conftest import Stack, TeamKey
-from tests.helpers import png
-from tests.test_xai_sdk import readme_snippet, run_snippet
+from tests.helpers import png, readme_snippet, run_snippet
 
 MISSING = "file_00000000-0000-4000-8000-000000000000"
 

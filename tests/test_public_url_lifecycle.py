@@ -11,7 +11,7 @@ import aiohttp
 from shared import events, metrics, token_cache
 from shared.resources import Resources
 from tests.conftest import Stack, TeamKey, WorkerHandle
-from tests.helpers import call, create, fetch, png, revoke, upload, wait_for
+from tests.helpers import call, create, fetch, png, revoke, until_past, upload, wait_for
 
 
 async def test_concurrent_creates_on_one_file_give_one_token(
@@ -71,7 +71,7 @@ async def test_quota_holds_under_1100_concurrent_creates(
         assert (await create(api, denied[1], {}))[0] == 429
         # A URL past its deadline is no longer active, nor is one whose file was deleted.
         _, short = await create(api, granted[2], {"expires_after": 1})
-        await asyncio.sleep(max(0.0, short["expires_at"] - time.time()) + 0.2)
+        await until_past(res, short["expires_at"])
         assert (await create(api, denied[1], {}))[0] == 200
         assert (await create(api, denied[2], {}))[0] == 429
         assert (await call(api, "DELETE", f"/v1/files/{granted[3]}"))[0] == 200
@@ -88,7 +88,7 @@ async def test_short_lived_url_dies_at_its_deadline_without_the_worker(
     _, made = await create(api, f["id"], {"expires_after": 2})
     deadline = made["expires_at"]
     assert (await fetch(made["public_url"]))[0] == 200
-    await asyncio.sleep(max(0.0, deadline + 0.3 - time.time()))
+    await until_past(res, deadline)
     assert (await fetch(made["public_url"]))[0] == 404
     _, got = await call(api, "GET", f"/v1/files/{f['id']}")
     assert got["public_url"] is None
@@ -127,10 +127,18 @@ async def _race(url: str, kill: object) -> None:
     stop = asyncio.Event()
     log: list[tuple[float, int]] = []
     readers = [asyncio.create_task(_hammer(url, stop, log)) for _ in range(8)]
-    await asyncio.sleep(0.3)
+
+    async def seen_alive() -> bool:
+        return any(s == 200 for _, s in log)
+
+    await wait_for(seen_alive, what="the readers to see the URL alive")
     await kill()  # type: ignore[operator]
     returned = time.monotonic()
-    await asyncio.sleep(0.5)
+
+    async def read_after() -> bool:  # every reader has had its chance, twice
+        return sum(t >= returned for t, _ in log) >= 2 * len(readers)
+
+    await wait_for(read_after, what="reads started after the call returned")
     stop.set()
     await asyncio.gather(*readers)
     before = [s for t, s in log if t < returned]
@@ -244,12 +252,13 @@ async def test_reconcile_drops_cache_entries_of_dead_urls(
     f = await upload(api, png())
     _, made = await create(api, f["id"], {})
     token = made["public_url"].split("/")[-2]
-    record = await token_cache.lookup(res.redis, token)
-    assert record is not None
+    raw = await res.redis.get(token_cache.key(token))
+    assert raw is not None
+    record = token_cache.UrlRecord.decode(raw)
     await revoke(api, f["id"])
-    await token_cache.put(res.redis, token, record)  # resurrect it behind the API's back
+    await res.tokens.put(token, record)  # resurrect it behind the API's back
     orphan = "Z" * 22  # an entry no row has ever had
-    await token_cache.put(res.redis, orphan, record)
+    await res.tokens.put(orphan, record)
 
     async def dropped() -> bool:
         return not await res.redis.exists(token_cache.key(token), token_cache.key(orphan))
@@ -297,7 +306,7 @@ async def test_file_expiry_kills_its_inherited_url(
     _, made = await create(api, f["id"], {})
     assert made["expires_at"] == f["expires_at"]
     assert (await fetch(made["public_url"]))[0] == 200
-    await asyncio.sleep(max(0.0, f["expires_at"] - time.time()) + 0.2)
+    await until_past(res, f["expires_at"])
     assert (await fetch(made["public_url"]))[0] == 404
 
     async def retired() -> bool:

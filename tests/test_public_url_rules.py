@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import re
 import time
 
@@ -10,7 +9,19 @@ import aiohttp
 
 from shared.resources import Resources
 from tests.conftest import Stack, TeamKey, new_team
-from tests.helpers import call, create, fetch, jpeg, mp4, pdf, png, revoke, snapshot, upload
+from tests.helpers import (
+    call,
+    create,
+    fetch,
+    jpeg,
+    mp4,
+    pdf,
+    png,
+    revoke,
+    snapshot,
+    until_past,
+    upload,
+)
 
 MISSING = "file_00000000-0000-4000-8000-000000000000"
 
@@ -58,10 +69,13 @@ async def test_new_expires_after_updates_expiry_in_place(api: aiohttp.ClientSess
     assert abs(week["expires_at"] - (now + 7 * 86400)) < 5
 
 
-async def test_omitting_expires_after_keeps_the_existing_expiry(api: aiohttp.ClientSession) -> None:
+async def test_omitting_expires_after_keeps_the_existing_expiry(
+    api: aiohttp.ClientSession, res: Resources
+) -> None:
     f = await upload(api, png())
     _, first = await create(api, f["id"], {"expires_after": 7200})
-    await asyncio.sleep(1.1)
+    # From here on, a deadline computed again from now would be a second later.
+    await until_past(res, first["expires_at"] - 7200 + 1)
     _, again = await create(api, f["id"], {})
     assert again == first
 

@@ -6,12 +6,23 @@ import asyncio
 import hashlib
 import os
 import time
+import uuid
 
 import aiohttp
 
 from shared.resources import Resources
 from tests.conftest import Stack, TeamKey
-from tests.helpers import SEED_PNG, call, form, object_keys, png, snapshot, upload
+from tests.helpers import (
+    SEED_PNG,
+    call,
+    form,
+    pending_multipart_uploads,
+    png,
+    snapshot,
+    upload,
+    wait_for,
+    wait_for_log,
+)
 
 
 async def test_upload_returns_the_file_object(api: aiohttp.ClientSession) -> None:
@@ -172,6 +183,7 @@ async def test_client_disconnecting_mid_upload_leaves_nothing(
 ) -> None:
     """A client that sends 6 MiB (so a multipart upload is open) then vanishes."""
     before = await snapshot(res, team.team)
+    request_id = uuid.uuid4().hex
     boundary = "xyzBOUNDARYxyz"
     head = (
         f'--{boundary}\r\nContent-Disposition: form-data; name="file"; '
@@ -181,6 +193,7 @@ async def test_client_disconnecting_mid_upload_leaves_nothing(
     _reader, writer = await asyncio.open_connection(host, int(port))
     writer.write(
         f"POST /v1/files HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {team.key}\r\n"
+        f"X-Request-Id: {request_id}\r\n"
         f"Content-Type: multipart/form-data; boundary={boundary}\r\n"
         f"Content-Length: {50 * 1024 * 1024}\r\n\r\n".encode()
         + head
@@ -188,14 +201,12 @@ async def test_client_disconnecting_mid_upload_leaves_nothing(
     for _ in range(6):
         writer.write(os.urandom(1024 * 1024))
         await writer.drain()
-    await asyncio.sleep(0.5)  # let the API open the multipart upload and send a part
+
+    async def part_stored() -> bool:
+        return await pending_multipart_uploads(res) > before[2]
+
+    await wait_for(part_stored, what="the API to open the multipart upload and send a part")
     writer.transport.abort()
-
-    async def clean() -> bool:
-        return await snapshot(res, team.team) == before
-
-    deadline = time.monotonic() + 15
-    while not await clean():
-        assert time.monotonic() < deadline, "upload left something behind"
-        await asyncio.sleep(0.2)
-    assert await object_keys(res) == before[1]
+    started = await wait_for_log(stack, "api", event="upload started", request_id=request_id)
+    await wait_for_log(stack, "api", event="upload aborted", file_id=started["file_id"])
+    assert await snapshot(res, team.team) == before

@@ -6,10 +6,6 @@ The sync client blocks, so these are plain sync tests; the aio client has its ow
 
 from __future__ import annotations
 
-import os
-import re
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from datetime import timedelta
@@ -21,10 +17,9 @@ import pytest
 from xai_sdk import AsyncClient, Client
 
 from tests.conftest import Stack, TeamKey
-from tests.helpers import fetch, fetch_sync, jpeg, pdf, png
+from tests.helpers import fetch, fetch_sync, jpeg, pdf, png, readme_snippet, run_snippet
 
 MiB = 1024 * 1024
-README = Path(__file__).resolve().parent.parent / "README.md"
 
 
 @pytest.fixture
@@ -217,29 +212,6 @@ async def test_async_client_runs_the_same_examples(stack: Stack, team: TeamKey) 
         assert err.value.code() == grpc.StatusCode.NOT_FOUND
     finally:
         await client.close()
-
-
-def readme_snippet(imports: str) -> str:
-    """The README's ```python block (in the SDK section) that contains `imports`."""
-    text = README.read_text()
-    section = text.split("<!-- section:sdk -->")[1].split("<!-- /section:sdk -->")[0]
-    [block] = [b for b in re.findall(r"```python\n(.*?)```", section, re.S) if imports in b]
-    return block
-
-
-def run_snippet(code: str, stack: Stack, team: TeamKey, cwd: Path) -> list[str]:
-    """Run it as a user would (a fresh interpreter), pointed at the test stack."""
-    env = {
-        **os.environ,
-        "XAI_API_KEY": team.key,
-        "FILECDN_GRPC": stack.grpc_target,
-        "FILECDN_API_URL": stack.api_url,
-    }
-    done = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=cwd, timeout=60
-    )
-    assert done.returncode == 0, done.stderr
-    return done.stdout.splitlines()
 
 
 def test_the_readme_xai_sdk_snippet_runs_as_shown(

@@ -12,10 +12,13 @@ import os
 import socket
 
 import structlog
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import ResponseError
 
-from shared import events, metrics, public_urls
+from shared import events, public_urls
+from shared.actors import WORKER
 from shared.resources import Resources
+from shared.unit_of_work import unit_of_work
+from worker.failures import log_failure
 
 log = structlog.get_logger(__name__)
 
@@ -40,21 +43,22 @@ async def handle(res: Resources, event: events.FileEvent) -> None:
     if event.type != events.FILE_DELETED:
         log.warning("unknown event type ignored", type=event.type)
         return
-    async with res.db.acquire() as conn, conn.transaction():
-        row = await conn.fetchrow(
+    async with unit_of_work(res, WORKER) as uow:
+        row = await uow.conn.fetchrow(
             "SELECT deleted_at, object_deleted_at FROM files WHERE id = $1 FOR UPDATE",
             event.file_id,
         )
         if row is None or row["deleted_at"] is None or row["object_deleted_at"] is not None:
             return  # stray, or already handled
-        # Normally done by the API already; the expiry path and old events rely on it here.
-        await public_urls.revoke_locked(res, conn, event.file_id, reason="deleted")
+        # Normally done already by the delete or expiry that announced the event.
+        await public_urls.revoke_locked(uow, event.file_id, reason="deleted")
+        # Inside the transaction on purpose: the row says "object deleted" only once it is
+        # (a failed commit leaves it pending, and deleting again is harmless).
         await res.storage.delete(event.object_key)
-        await conn.execute(
+        await uow.conn.execute(
             "UPDATE files SET object_deleted_at = now() WHERE id = $1", event.file_id
         )
-    await metrics.count(res, "objects.deleted")
-    log.info("object deleted", file_id=event.file_id, reason=event.reason)
+        uow.count("objects.deleted", file_id=event.file_id, reason=event.reason)
 
 
 async def _process(res: Resources, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> int:
@@ -87,13 +91,8 @@ async def consume(res: Resources, name: str, stop: asyncio.Event) -> None:
             )
             for _, entries in reply or []:
                 await _process(res, entries)
-        except asyncio.CancelledError:
-            raise
-        except (RedisError, OSError) as exc:
-            log.warning("event consumer waiting for redis", error=str(exc))
-            await asyncio.sleep(1)
-        except Exception:
-            log.exception("event handling failed; will retry")
+        except Exception as exc:
+            log_failure(log, "event consumer", exc)
             await asyncio.sleep(1)
 
 

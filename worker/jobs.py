@@ -16,11 +16,16 @@ def _resources(ctx: dict[str, Any]) -> Resources:
     return res
 
 
+def _retry_at(deadline: datetime) -> Retry:
+    # Scheduled by a clock slightly ahead of the database's: run again at the deadline.
+    return Retry(defer=max((deadline - datetime.now(UTC)).total_seconds(), 0.5))
+
+
 async def expire_public_url(ctx: dict[str, Any], url_id: int, version: int) -> str:
-    early = await public_urls.expire(_resources(ctx), url_id, version)
-    if early is not None:  # scheduled by a clock slightly ahead of the database's
-        raise Retry(defer=max((early - datetime.now(UTC)).total_seconds(), 0.5))
-    return "done"
+    outcome = await public_urls.expire(_resources(ctx), url_id, version)
+    if outcome.not_before is not None:
+        raise _retry_at(outcome.not_before)
+    return "expired" if outcome.expired else "stale"
 
 
 async def expire_file(ctx: dict[str, Any], file_id: str) -> str:
@@ -31,5 +36,5 @@ async def expire_file(ctx: dict[str, Any], file_id: str) -> str:
         "SELECT expires_at FROM files WHERE id = $1 AND deleted_at IS NULL", file_id
     )
     if deadline is not None:  # not yet due
-        raise Retry(defer=max((deadline - datetime.now(UTC)).total_seconds(), 0.5))
+        raise _retry_at(deadline)
     return "stale"

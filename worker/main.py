@@ -4,21 +4,15 @@ from __future__ import annotations
 
 import asyncio
 
-from arq.connections import RedisSettings
-from arq.worker import Worker, async_check_health
+from arq.worker import async_check_health
 
 from shared.settings import Settings
-from worker.settings import worker_settings
+from worker.settings import build_worker, redis_settings
 
 
 def check(settings: Settings) -> int:
     """Exit status for a liveness probe: 0 if a worker on this queue reported recently."""
-    assert settings.redis_url
-    return asyncio.run(
-        async_check_health(
-            RedisSettings.from_dsn(settings.redis_url), None, settings.arq_queue_name
-        )
-    )
+    return asyncio.run(async_check_health(redis_settings(settings), None, settings.arq_queue_name))
 
 
 def run_worker(settings: Settings) -> None:
@@ -26,7 +20,7 @@ def run_worker(settings: Settings) -> None:
         import uvloop
 
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-    except ImportError:
+    except ImportError:  # uvloop is not built for Windows
         pass
     asyncio.set_event_loop(asyncio.new_event_loop())
-    Worker(**worker_settings(settings)).run()
+    build_worker(settings).run()

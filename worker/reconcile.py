@@ -16,20 +16,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import structlog
-from redis.exceptions import RedisError
 
-from shared import events, files, public_urls, scheduling, token_cache
+from shared import events, files, public_urls, scheduling
+from shared.actors import WORKER
 from shared.resources import Resources
+from shared.unit_of_work import unit_of_work
 from worker import events as event_consumer
+from worker.failures import log_failure
 
 log = structlog.get_logger(__name__)
 
 EPOCH_KEY = "filecdn:epoch"
+# Taken with SET NX for one interval: one worker does a periodic pass at a time.
+LOCK_KEY = "filecdn:reconcile:lock"
 _BATCH = 500
 
 
@@ -47,7 +50,7 @@ class Reconciler:
         stats = {
             "cache_restored": await self.restore_cache(),
             "cache_removed": await self.remove_dead_entries(),
-            "urls_expired": await self.expire_overdue_urls(),
+            "urls_expired": len(await self.expire_overdue_urls()),
             "files_expired": await self.expire_overdue_files(),
             "objects_finished": await self.finish_lost_deletions(),
         }
@@ -64,8 +67,8 @@ class Reconciler:
         restored = 0
         last_id = 0
         while True:
-            async with self.res.db.acquire() as conn, conn.transaction():
-                rows = await conn.fetch(
+            async with unit_of_work(self.res, WORKER) as uow:
+                rows = await uow.conn.fetch(
                     """SELECT u.id AS url_id, u.token, u.expires_at AS url_expires_at,
                               u.version, f.id, f.bytes, f.sniffed_type, f.sha256,
                               f.object_key, f.created_at
@@ -81,15 +84,11 @@ class Reconciler:
                 if not rows:
                     return restored
                 last_id = rows[-1]["url_id"]
-                pipe = self.res.redis.pipeline(transaction=False)
-                for r in rows:
-                    pipe.exists(token_cache.key(r["token"]))
-                present = await pipe.execute()
+                present = await self.res.tokens.present([r["token"] for r in rows])
                 for r, there in zip(rows, present, strict=True):
                     if not there:
                         url_row = {"expires_at": r["url_expires_at"], "version": r["version"]}
-                        record = public_urls.record_for(r, url_row)
-                        await token_cache.put(self.res.redis, r["token"], record)
+                        await uow.cache_put(r["token"], public_urls.record_for(r, url_row))
                         restored += 1
             if len(rows) < _BATCH:
                 return restored
@@ -97,7 +96,7 @@ class Reconciler:
     async def remove_dead_entries(self) -> int:
         removed = 0
         seen_orphans: set[str] = set()
-        async for batch in _scan_tokens(self.res):
+        async for batch in self.res.tokens.tokens(_BATCH):
             rows = await self.res.db.fetch(
                 """SELECT token, revoked_at IS NOT NULL
                           OR (expires_at IS NOT NULL AND expires_at <= now()) AS dead
@@ -112,19 +111,24 @@ class Reconciler:
                         doomed.append(t)
                     else:
                         seen_orphans.add(t)
-            await token_cache.delete(self.res.redis, *doomed)
+            # No row lock needed: these rows are committed dead, or there is no row.
+            await self.res.tokens.delete(*doomed)
             removed += len(doomed)
         self.orphan_candidates = seen_orphans
         return removed
 
-    async def expire_overdue_urls(self) -> int:
+    async def expire_overdue_urls(self) -> list[int]:
+        """Mark URLs past their deadline expired (their jobs may be lost); returns the ids
+        this pass expired (a job or a create may have got to some first)."""
         rows = await self.res.db.fetch(
             """SELECT id, version FROM public_urls
                 WHERE revoked_at IS NULL AND expires_at <= now() LIMIT 1000"""
         )
+        expired = []
         for r in rows:
-            await public_urls.expire(self.res, r["id"], r["version"])
-        return len(rows)
+            if (await public_urls.expire(self.res, r["id"], r["version"])).expired:
+                expired.append(r["id"])
+        return expired
 
     async def expire_overdue_files(self) -> int:
         rows = await self.res.db.fetch(
@@ -185,30 +189,23 @@ class Reconciler:
 
     async def reschedule_jobs(self) -> int:
         """After Redis lost its data: a job for every live deadline (ids make it idempotent)."""
-        n = 0
-        for r in await self.res.db.fetch(
-            """SELECT id, version, expires_at FROM public_urls
-                WHERE revoked_at IS NULL AND expires_at IS NOT NULL"""
-        ):
-            n += await scheduling.schedule_url_expiry(
-                self.res, r["id"], r["version"], r["expires_at"]
+        jobs = [
+            scheduling.url_expiry(r["id"], r["version"], r["expires_at"])
+            for r in await self.res.db.fetch(
+                """SELECT id, version, expires_at FROM public_urls
+                    WHERE revoked_at IS NULL AND expires_at IS NOT NULL"""
             )
-        for r in await self.res.db.fetch(
-            "SELECT id, expires_at FROM files WHERE deleted_at IS NULL AND expires_at IS NOT NULL"
-        ):
-            n += await scheduling.schedule_file_expiry(self.res, r["id"], r["expires_at"])
-        return n
-
-
-async def _scan_tokens(res: Resources) -> AsyncIterator[list[str]]:
-    batch: list[str] = []
-    async for raw in res.redis.scan_iter(match=token_cache.KEY_PREFIX + "*", count=_BATCH):
-        batch.append(raw.decode()[len(token_cache.KEY_PREFIX) :])
-        if len(batch) >= _BATCH:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
+        ]
+        jobs += [
+            scheduling.file_expiry(r["id"], r["expires_at"])
+            for r in await self.res.db.fetch(
+                """SELECT id, expires_at FROM files
+                    WHERE deleted_at IS NULL AND expires_at IS NOT NULL"""
+            )
+        ]
+        for job in jobs:
+            await scheduling.enqueue(self.res.arq, job)
+        return len(jobs)
 
 
 async def loop(res: Resources, stop: asyncio.Event) -> None:
@@ -223,22 +220,13 @@ async def loop(res: Resources, stop: asyncio.Event) -> None:
             emptied = await reconciler.redis_was_emptied()
             if emptied or now >= next_run:
                 # Per-pass lock: several workers need not all do the same work at once.
-                if (
-                    await res.redis.set(
-                        "filecdn:reconcile:lock", "1", nx=True, px=int(interval * 1000)
-                    )
-                    or emptied
-                ):
+                if await res.redis.set(LOCK_KEY, "1", nx=True, px=int(interval * 1000)) or emptied:
                     stats = await reconciler.run_once(full=emptied or first)
                     if any(stats.values()):
                         log.info("reconciled", **stats)
                 first = False
                 next_run = now + interval
-        except asyncio.CancelledError:
-            raise
-        except (RedisError, OSError) as exc:
-            log.warning("reconcile waiting for redis", error=str(exc))
-        except Exception:
-            log.exception("reconcile pass failed")
+        except Exception as exc:
+            log_failure(log, "reconcile", exc)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=1.0)

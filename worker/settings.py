@@ -1,4 +1,4 @@
-"""The arq WorkerSettings, built from our Settings: functions, startup and shutdown.
+"""The arq `Worker`, built from our Settings: typed keywords, explicit timeouts and tries.
 
 `on_startup` opens the shared resources once and starts the stream consumer and the
 reconcile loop beside arq's job runner; `on_shutdown` stops them and closes everything.
@@ -11,14 +11,33 @@ import contextlib
 from typing import Any
 
 from arq.connections import RedisSettings
+from arq.worker import Worker, func
 
+from shared import scheduling
 from shared.resources import open_resources
 from shared.settings import Settings
 from worker import events, jobs, reconcile
 
+# An expiry job is one short transaction (plus an event or a job after it).
+JOB_TIMEOUT_SECONDS = 60
+# Each try is idempotent; a job that ran early retries itself at the deadline (a try each).
+MAX_TRIES = 10
+KEEP_RESULT_SECONDS = 60
+POLL_DELAY_SECONDS = 0.25
+# The liveness sentinel `filecdn worker --check` reads (arq's default is an hour).
+HEALTH_CHECK_INTERVAL_SECONDS = 30
 
-def worker_settings(settings: Settings) -> dict[str, Any]:
-    async def on_startup(ctx: dict[str, Any]) -> None:
+
+def redis_settings(settings: Settings) -> RedisSettings:
+    if not settings.redis_url:
+        raise RuntimeError("REDIS_URL is not set: the worker's job queue lives in Redis")
+    return RedisSettings.from_dsn(settings.redis_url)
+
+
+def build_worker(settings: Settings) -> Worker:
+    """The worker process's arq runner (build it inside the event loop it will run on)."""
+
+    async def on_startup(ctx: dict[Any, Any]) -> None:
         stack = contextlib.AsyncExitStack()
         ctx["stack"] = stack
         res = await stack.enter_async_context(open_resources(settings))
@@ -31,24 +50,36 @@ def worker_settings(settings: Settings) -> dict[str, Any]:
             asyncio.create_task(reconcile.loop(res, stop)),
         ]
 
-    async def on_shutdown(ctx: dict[str, Any]) -> None:
+    async def on_shutdown(ctx: dict[Any, Any]) -> None:
         ctx["stop"].set()
         for task in ctx["loops"]:
             task.cancel()
         await asyncio.gather(*ctx["loops"], return_exceptions=True)
         await ctx["stack"].aclose()
 
-    assert settings.redis_url
-    return {
-        "functions": [jobs.expire_public_url, jobs.expire_file],
-        "redis_settings": RedisSettings.from_dsn(settings.redis_url),
-        "queue_name": settings.arq_queue_name,
-        "on_startup": on_startup,
-        "on_shutdown": on_shutdown,
-        "max_tries": 10,
-        "keep_result": 60,
-        "poll_delay": 0.25,
-        # The liveness sentinel `filecdn worker --check` reads (arq's default is an hour).
-        "health_check_interval": 30,
-        "handle_signals": True,
-    }
+    return Worker(
+        functions=[
+            func(
+                jobs.expire_public_url,
+                name=scheduling.EXPIRE_URL,
+                timeout=JOB_TIMEOUT_SECONDS,
+                max_tries=MAX_TRIES,
+            ),
+            func(
+                jobs.expire_file,
+                name=scheduling.EXPIRE_FILE,
+                timeout=JOB_TIMEOUT_SECONDS,
+                max_tries=MAX_TRIES,
+            ),
+        ],
+        redis_settings=redis_settings(settings),
+        queue_name=settings.arq_queue_name,
+        on_startup=on_startup,
+        on_shutdown=on_shutdown,
+        job_timeout=JOB_TIMEOUT_SECONDS,
+        max_tries=MAX_TRIES,
+        keep_result=KEEP_RESULT_SECONDS,
+        poll_delay=POLL_DELAY_SECONDS,
+        health_check_interval=HEALTH_CHECK_INTERVAL_SECONDS,
+        handle_signals=True,
+    )

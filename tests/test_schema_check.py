@@ -1,0 +1,55 @@
+"""A process refuses to start on a schema older than its code (`db.check_schema`), so that in
+a rollout new code never serves before `filecdn migrate` has run; a newer schema is fine."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+
+from shared import db
+from tests.conftest import Stack
+
+
+@pytest.fixture
+async def empty_database(stack: Stack) -> AsyncIterator[str]:
+    """A new, empty database on the suite's PostgreSQL; its DSN."""
+    name = f"schema_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(stack.env["DATABASE_URL"])
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        dsn = stack.env["DATABASE_URL"].rsplit("/", 1)[0] + f"/{name}"
+        yield dsn
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+
+
+async def test_an_unmigrated_database_is_refused_until_migrate_runs(empty_database: str) -> None:
+    conn = await asyncpg.connect(empty_database)
+    try:
+        with pytest.raises(
+            db.SchemaOutdated, match=r"lacks migrations 0001, 0002.*filecdn migrate"
+        ):
+            await db.check_schema(conn)
+        await db.migrate(empty_database)
+        await db.check_schema(conn)
+    finally:
+        await conn.close()
+
+
+async def test_a_missing_middle_migration_is_refused_and_a_newer_schema_is_not(
+    empty_database: str,
+) -> None:
+    await db.migrate(empty_database)
+    conn = await asyncpg.connect(empty_database)
+    try:
+        await conn.execute("INSERT INTO schema_migrations (version, name) VALUES (9999, 'later')")
+        await db.check_schema(conn)  # a rollback runs on the newer schema
+        await conn.execute("DELETE FROM schema_migrations WHERE version = 1")
+        with pytest.raises(db.SchemaOutdated, match="lacks migrations 0001:"):
+            await db.check_schema(conn)
+    finally:
+        await conn.close()
