@@ -98,6 +98,16 @@ class Counters:
         self.slot[:] = private_slot()
 
 
+def disk_cache_limit(limit_bytes: int) -> tuple[str, str, str, float]:
+    """The disk cache's bound as an extra gauge line (what "near full" is measured against)."""
+    return (
+        "filecdn_edge_disk_cache_limit_bytes",
+        "gauge",
+        "The disk cache's bound (EDGE_DISK_CACHE_BYTES)",
+        limit_bytes,
+    )
+
+
 def add_into(total: list[int], slot: Sequence[int]) -> None:
     for i in range(COUNTERS):
         total[i] += slot[i]

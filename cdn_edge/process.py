@@ -139,7 +139,11 @@ async def serve(settings: Settings, counters: Counters, *, reuse_port: bool, ops
                 if ops:
                     ops_runner = await start_ops(
                         settings,
-                        lambda: metrics.prometheus(counters.counters(), [counters.slot]),
+                        lambda: metrics.prometheus(
+                            counters.counters(),
+                            [counters.slot],
+                            [metrics.disk_cache_limit(settings.edge_disk_cache_bytes)],
+                        ),
                         readiness,
                     )
             except OSError as exc:

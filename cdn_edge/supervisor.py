@@ -221,5 +221,6 @@ class Supervisor:
                     "Workers restarted after dying",
                     self.restarts,
                 ),
+                metrics.disk_cache_limit(self.settings.edge_disk_cache_bytes),
             ],
         )

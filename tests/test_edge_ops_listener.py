@@ -120,6 +120,8 @@ async def test_metric_names_and_labels_follow_prometheus_conventions(stack: Stac
     statuses = {x.labels["status"] for x in families["filecdn_edge_requests"].samples}
     assert statuses == {*map(str, STATUSES), "other"}  # bounded, whatever clients do
     assert not any("_ms" in name for name in families)
+    limit = families["filecdn_edge_disk_cache_limit_bytes"].samples[0].value
+    assert limit == stack.settings.edge_disk_cache_bytes  # what "near full" is measured against
 
 
 async def test_origin_reads_are_counted_in_prometheus_and_in_the_minute_buckets(
