@@ -188,7 +188,21 @@ async def drain(
         connections=len(server.connections),
         timeout_s=settings.edge_drain_timeout,
     )
+    deadline = time.monotonic() + settings.edge_drain_timeout
+    transports = [c.transport for c in server.connections if c.transport is not None]
     await runner.cleanup()
+
+    # aiohttp has handed the last bytes to the transports and closed them; a slow client
+    # may not have taken them yet. Exiting now would drop that tail: wait for it (bounded;
+    # polled, as no callback tells when a closed transport has flushed).
+    def unsent() -> bool:
+        return any(t.get_write_buffer_size() for t in transports)
+
+    while unsent() and time.monotonic() < deadline:  # noqa: ASYNC110
+        await asyncio.sleep(0.01)
+    for t in transports:
+        if t.get_write_buffer_size():
+            t.abort()  # out of time: cut, so the client sees a short body, never a wrong one
     log.info("edge stopped", signal=sig.name, drain_s=round(time.monotonic() - began, 3))
 
 
