@@ -92,7 +92,7 @@ def worker(check: bool) -> None:
 @click.option("--workers", type=int, default=None, help="Processes on one port (SO_REUSEPORT).")
 def edge(workers: int | None) -> None:
     """Serve public URLs (GET/HEAD /<token>/<name>)."""
-    from cdn_edge.main import run_edge
+    from cdn_edge.supervisor import run_edge
 
     settings = _settings("edge")
     run_edge(settings, workers or settings.edge_workers)

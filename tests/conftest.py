@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     import aiohttp
 
     from shared.resources import Resources
-    from tests.helpers import Cli
+    from tests.helpers import Cli, OwnRedis
 
 # Lowered so that expiry runs end to end in seconds; one test checks the real defaults.
 TEST_LIMITS = {
@@ -53,6 +53,7 @@ class Stack:
     api_url: str
     edge_url: str
     grpc_target: str
+    edge_ops_url: str  # the edge's private listener: /metrics (all workers), /readyz
     workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     def start_worker(self, **extra_env: str) -> subprocess.Popen[bytes]:
@@ -82,6 +83,7 @@ def stack() -> Iterator[Stack]:
     try:
         env = stack_environment(sup, data_dir, _infra_env(), test_mode=True)
         api_port, grpc_port, edge_port = free_port(), free_port(), free_port()
+        edge_ops_port = free_port()
         env.update(TEST_LIMITS)
         env.update(
             {
@@ -91,6 +93,9 @@ def stack() -> Iterator[Stack]:
                 "PUBLIC_BASE_URL": f"http://127.0.0.1:{edge_port}",
                 "LOG_FORMAT": "json",
                 "EDGE_WORKERS": "2",
+                "EDGE_OPS_PORT": str(edge_ops_port),
+                # No load balancer watches /readyz here: stopping need not wait for one.
+                "EDGE_DRAIN_DELAY": "0",
             }
         )
         asyncio.run(db.migrate(env["DATABASE_URL"]))
@@ -107,6 +112,7 @@ def stack() -> Iterator[Stack]:
             f"http://127.0.0.1:{api_port}",
             f"http://127.0.0.1:{edge_port}",
             f"localhost:{grpc_port}",
+            f"http://127.0.0.1:{edge_ops_port}",
         )
     finally:
         sup.close()
@@ -122,6 +128,17 @@ async def res(stack: Stack) -> AsyncIterator[Resources]:
 
     async with open_resources(stack.settings) as r:
         yield r
+
+
+@pytest.fixture
+async def own_redis(stack: Stack) -> AsyncIterator[OwnRedis]:
+    """A Redis of the test's own, stopped after the test (edges pointed at it see no other)."""
+    from tests.helpers import OwnRedis
+
+    r = OwnRedis(stack, f"valkey-{uuid.uuid4().hex[:8]}")
+    yield r
+    await r.client.aclose()
+    r.stop()
 
 
 @dataclass
