@@ -21,7 +21,21 @@ from shared import link_stats
 from shared.link_stats import LinkCount
 from shared.resources import Resources
 from tests.conftest import Stack, TeamKey, WorkerHandle, new_team
-from tests.helpers import Public, call, create, png, revoke, share, until_past, upload, wait_for
+from tests.helpers import (
+    Public,
+    call,
+    create,
+    edge_workers,
+    mp4,
+    own_edge,
+    png,
+    revoke,
+    share,
+    until,
+    until_past,
+    upload,
+    wait_for,
+)
 from worker import link_stats_fold
 from worker.link_stats_fold import REGISTRY_KEY, Folder
 
@@ -307,6 +321,51 @@ async def test_the_worker_folds_within_seconds_and_the_endpoint_shows_it(
     _, after = await call(api, "GET", f"/v1/files/{u.file_id}/public-url")
     assert (after["hits"], after["bytes_sent"]) == (5, 4196)
     assert after["last_accessed_at"] == (now_ms + 900) // 1000
+
+
+async def test_gets_over_two_edge_workers_are_exact_at_the_endpoint_within_seconds(
+    stack: Stack, res: Resources, api: aiohttp.ClientSession, worker: WorkerHandle
+) -> None:
+    """End to end: real edge workers count, the real worker folds, the API answers."""
+    small = await share(api, png(5000))
+    large = await share(api, mp4(300_000), "v.mp4")
+    expected = {p.file_id: [0, 0] for p in (small, large)}
+    with own_edge(stack, workers=2) as edge:
+        await until(lambda: len(edge_workers(edge)) == 2, "two listening workers")
+        async with aiohttp.ClientSession() as s:
+            for i in range(60):
+                p = small if i % 2 else large
+                headers = {"Connection": "close"}  # a new connection: either worker takes it
+                if i % 3 == 0:
+                    headers["Range"] = f"bytes={i * 10}-{i * 10 + 999}"
+                async with s.get(edge.public(p), headers=headers) as r:
+                    body = await r.read()
+                    assert r.status == (206 if "Range" in headers else 200)
+                expected[p.file_id][0] += 1
+                expected[p.file_id][1] += len(body)
+            # Not counted: HEAD, and a 304.
+            async with s.head(edge.public(small)) as r:
+                etag = r.headers["ETag"]
+            async with s.get(edge.public(small), headers={"If-None-Match": etag}) as r:
+                assert r.status == 304
+        served_by = {e["process"] for e in edge.access() if e["status"] in (200, 206)}
+        assert served_by == {"edge-0", "edge-1"}
+
+    async def shown() -> dict[str, list[int]]:
+        out = {}
+        for file_id in expected:
+            _, body = await call(api, "GET", f"/v1/files/{file_id}/public-url")
+            out[file_id] = [body["hits"], body["bytes_sent"]]
+        return out
+
+    async def exact() -> bool:
+        return await shown() == expected
+
+    await wait_for(exact, timeout=10, what="exact counts at the endpoint")
+    # Nothing left to fold, and the counts stay exact (no second addition).
+    await wait_for(lambda: nothing_left(res), timeout=5, what="the fold to finish")
+    assert not await res.redis.exists(link_stats.PENDING_KEY)
+    assert await shown() == expected
 
 
 async def test_the_endpoint_shows_the_urls_own_deadline(api: aiohttp.ClientSession) -> None:
