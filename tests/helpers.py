@@ -17,7 +17,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -317,6 +317,24 @@ def own_edge(stack: Stack, workers: int = 1, **env: str) -> Iterator[OwnEdge]:
         )
     finally:
         stack.sup.stop(name)
+
+
+async def gets_over_workers(edge: OwnEdge, urls: Sequence[Public], n: int) -> dict[str, list[int]]:
+    """n GETs taking turns over the URLs, each on a new connection (so either of the edge's
+    workers takes it), every third a byte range (206); {token: [hits, body bytes]} served."""
+    served = {p.token: [0, 0] for p in urls}
+    async with aiohttp.ClientSession() as s:
+        for i in range(n):
+            p = urls[i % len(urls)]
+            headers = {"Connection": "close"}
+            if i % 3 == 0:
+                headers["Range"] = f"bytes={i}-{i + 999}"
+            async with s.get(edge.public(p), headers=headers) as r:
+                body = await r.read()
+                assert r.status == (206 if "Range" in headers else 200)
+            served[p.token][0] += 1
+            served[p.token][1] += len(body)
+    return served
 
 
 class OwnRedis:
