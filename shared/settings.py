@@ -70,6 +70,11 @@ class Settings(BaseSettings):
     # Listing the whole bucket is heavy: the orphan sweep runs at start, then this often.
     sweep_interval_seconds: int = Field(default=3600, ge=1)
 
+    # Audit trail and per-link stats (the worker folds the edges' counts and sweeps).
+    audit_retention_days: int = Field(default=365, ge=1)
+    link_stats_retention_days: int = Field(default=8, ge=1)  # per-minute rollups only
+    link_stats_fold_interval: float = Field(default=1.0, gt=0)
+
     # Edge.
     edge_cache_control: str = "public, no-cache"
     edge_memory_cache_bytes: int = 64 * MiB

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     import aiohttp
 
     from shared.resources import Resources
-    from tests.helpers import OwnRedis
+    from tests.helpers import Cli, OwnRedis
 
 # Lowered so that expiry runs end to end in seconds; one test checks the real defaults.
 TEST_LIMITS = {
@@ -168,6 +168,16 @@ async def api(stack: Stack, team: TeamKey) -> AsyncIterator[aiohttp.ClientSessio
         base_url=stack.api_url, headers={"Authorization": f"Bearer {team.key}"}
     ) as session:
         yield session
+
+
+@pytest.fixture
+def cli(stack: Stack, team: TeamKey, tmp_path: Path) -> Cli:
+    """The `filecdn files` command, pointed at the stack as this test's team."""
+    from tests.helpers import Cli
+
+    env = {k: v for k, v in os.environ.items() if k not in ("XAI_API_KEY", "FILECDN_API_URL")}
+    env.update({"FILECDN_API_URL": stack.api_url, "XAI_API_KEY": team.key})
+    return Cli(env, tmp_path)
 
 
 @pytest.fixture

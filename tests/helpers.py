@@ -17,7 +17,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -319,6 +319,24 @@ def own_edge(stack: Stack, workers: int = 1, **env: str) -> Iterator[OwnEdge]:
         stack.sup.stop(name)
 
 
+async def gets_over_workers(edge: OwnEdge, urls: Sequence[Public], n: int) -> dict[str, list[int]]:
+    """n GETs taking turns over the URLs, each on a new connection (so either of the edge's
+    workers takes it), every third a byte range (206); {token: [hits, body bytes]} served."""
+    served = {p.token: [0, 0] for p in urls}
+    async with aiohttp.ClientSession() as s:
+        for i in range(n):
+            p = urls[i % len(urls)]
+            headers = {"Connection": "close"}
+            if i % 3 == 0:
+                headers["Range"] = f"bytes={i}-{i + 999}"
+            async with s.get(edge.public(p), headers=headers) as r:
+                body = await r.read()
+                assert r.status == (206 if "Range" in headers else 200)
+            served[p.token][0] += 1
+            served[p.token][1] += len(body)
+    return served
+
+
 class OwnRedis:
     """A Valkey of the test's own (that it can stop and restart), holding copies of tokens."""
 
@@ -391,6 +409,49 @@ def run_sourcing(env_file: Path, argv: list[str], **kw: Any) -> subprocess.Compl
         text=True,
         **kw,
     )
+
+
+# --- the `filecdn files` command, as a script or a person runs it ---------------------------
+
+
+@dataclass
+class Cli:
+    """Runs `python -m cli files ...` with FILECDN_API_URL and XAI_API_KEY set."""
+
+    env: dict[str, str]
+    cwd: Path
+
+    def __call__(self, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "cli", "files", *args],
+            capture_output=True,
+            text=True,
+            env={**self.env, **env},
+            cwd=self.cwd,
+            timeout=60,
+        )
+
+    def json(self, *args: str) -> Any:
+        done = self(*args, "--json")
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout)
+
+    def bytes_out(self, *args: str) -> bytes:
+        done = subprocess.run(
+            [sys.executable, "-m", "cli", "files", *args],
+            capture_output=True,
+            env=self.env,
+            cwd=self.cwd,
+            timeout=60,
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+
+def one_line_error(done: subprocess.CompletedProcess[str], code: int = 1) -> str:
+    assert done.returncode == code, (done.returncode, done.stdout, done.stderr)
+    assert done.stderr.startswith("error: ") and done.stderr.count("\n") == 1, done.stderr
+    return done.stderr.removeprefix("error: ").strip()
 
 
 # --- raw gRPC messages (the SDK cannot send malformed streams) ------------------------------
