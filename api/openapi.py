@@ -165,6 +165,75 @@ def _schemas(settings: Settings) -> dict[str, Schema]:
                 },
             },
         },
+        "UrlStats": {
+            "type": "object",
+            "required": [
+                "file_id",
+                "public_url",
+                "expires_at",
+                "created_at",
+                "hits",
+                "bytes_sent",
+                "last_accessed_at",
+            ],
+            "additionalProperties": False,
+            "properties": {
+                "file_id": _ref("schemas", "FileId"),
+                "public_url": {"type": "string"},
+                "expires_at": {**nullable_int, "description": "Null if indefinite."},
+                "created_at": {"type": "integer"},
+                "hits": {"type": "integer", "minimum": 0},
+                "bytes_sent": {"type": "integer", "minimum": 0},
+                "last_accessed_at": nullable_int,
+            },
+        },
+        "AuditEvent": {
+            "type": "object",
+            "required": [
+                "id",
+                "object",
+                "kind",
+                "file_id",
+                "created_at",
+                "actor",
+                "token_prefix",
+                "old_expires_at",
+                "new_expires_at",
+            ],
+            "additionalProperties": False,
+            "properties": {
+                "id": {"type": "integer", "minimum": 1},
+                "object": {"const": "audit_event"},
+                "kind": {"type": "string", "description": "What changed, e.g. url.created."},
+                "file_id": {"type": "string"},
+                "created_at": {"type": "integer"},
+                "actor": {
+                    "type": "object",
+                    "required": ["kind", "key_id", "name"],
+                    "additionalProperties": False,
+                    "properties": {
+                        "kind": {"enum": ["api_key", "worker"]},
+                        "key_id": nullable_int,
+                        "name": {"type": ["string", "null"]},
+                    },
+                },
+                "token_prefix": {"type": ["string", "null"]},
+                "old_expires_at": nullable_int,
+                "new_expires_at": nullable_int,
+            },
+        },
+        "AuditEventList": {
+            "type": "object",
+            "required": ["object", "data", "has_more", "first_id", "last_id"],
+            "additionalProperties": False,
+            "properties": {
+                "object": {"const": "list"},
+                "data": {"type": "array", "items": _ref("schemas", "AuditEvent")},
+                "has_more": {"type": "boolean"},
+                "first_id": nullable_int,
+                "last_id": nullable_int,
+            },
+        },
         "Revocation": {
             "type": "object",
             "required": ["id", "revoked"],
@@ -295,6 +364,7 @@ def _list_params() -> list[Schema]:
 
 _FILE_LINKS = {
     "GetFile": {"operationId": "getFile"},
+    "GetPublicUrl": {"operationId": "getPublicUrl"},
     "GetFileContent": {"operationId": "getFileContent"},
     "DeleteFile": {"operationId": "deleteFile"},
     "CreatePublicUrl": {"operationId": "createPublicUrl"},
@@ -302,12 +372,12 @@ _FILE_LINKS = {
 }
 
 
-def _links(source: str, exclude: str = "") -> Schema:
+def _links(source: str, *exclude: str) -> Schema:
     """Operations that take the file id this response (or request) names."""
     return {
         name: {**link, "parameters": {"file_id": source}}
         for name, link in _FILE_LINKS.items()
-        if link["operationId"] != exclude
+        if link["operationId"] not in exclude
     }
 
 
@@ -350,7 +420,13 @@ def _paths(settings: Settings) -> dict[str, Schema]:
             "post": _operation(
                 "uploadFile",
                 "Upload a file (multipart).",
-                {"200": _ok("The stored file.", file_json, links=_links("$response.body#/id"))},
+                {
+                    "200": _ok(
+                        "The stored file.",
+                        file_json,
+                        links=_links("$response.body#/id", "getPublicUrl"),
+                    )
+                },
                 (400, 401, 413, 429, 503),
                 description=f"`expires_after` ({settings.expires_after_min}.."
                 f"{settings.expires_after_max} seconds) is either a plain integer field or "
@@ -413,6 +489,14 @@ def _paths(settings: Settings) -> dict[str, Schema]:
         },
         "/v1/files/{file_id}/public-url": {
             "parameters": [_file_id_param()],
+            "get": _operation(
+                "getPublicUrl",
+                "The file's live public URL with its counts (hits, bytes sent, last access).",
+                {"200": _ok("The URL and its counts.", _ref("schemas", "UrlStats"))},
+                (400, 401, 404, 503),
+                description="404 for every reason there is none: no URL, revoked, expired, "
+                "the file gone, unknown or another team's.",
+            ),
             "post": _operation(
                 "createPublicUrl",
                 "Create the file's public URL, or return (and re-time) the live one.",
@@ -420,7 +504,7 @@ def _paths(settings: Settings) -> dict[str, Schema]:
                     "200": _ok(
                         "The URL and its deadline.",
                         _ref("schemas", "PublicUrl"),
-                        links=_links(by_id, exclude="createPublicUrl"),
+                        links=_links(by_id, "createPublicUrl"),
                     )
                 },
                 (400, 401, 404, 413, 429, 503),
@@ -439,12 +523,34 @@ def _paths(settings: Settings) -> dict[str, Schema]:
                         "revoked: false when there was nothing to revoke (also for an unknown "
                         "or deleted file).",
                         _ref("schemas", "Revocation"),
-                        links=_links(by_id, exclude="revokePublicUrl"),
+                        links=_links(by_id, "revokePublicUrl", "getPublicUrl"),
                     )
                 },
                 (400, 401, 413, 503),
                 requestBody=_public_url_body(with_expiry=False),
             ),
+        },
+        "/v1/audit-events": {
+            "get": _operation(
+                "listAuditEvents",
+                "The team's lifecycle changes (of one file, if given), newest first.",
+                {"200": _ok("A page of events.", _ref("schemas", "AuditEventList"))},
+                (400, 401, 503),
+                parameters=[
+                    _query(
+                        "limit",
+                        {"type": "integer", "minimum": 1},
+                        f"Page size; default {pagination.DEFAULT_PAGE_SIZE}, larger values are "
+                        "clamped.",
+                    ),
+                    _query(
+                        "after",
+                        {"type": "integer", "minimum": 1, "maximum": 2**63 - 1},
+                        "The last event id seen (the previous page's last_id).",
+                    ),
+                    _query("file_id", _ref("schemas", "FileId"), "Only this file's events."),
+                ],
+            )
         },
     }
 

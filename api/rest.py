@@ -13,7 +13,7 @@ from aiohttp.http_exceptions import BadHttpMessage, PayloadEncodingError
 from api import context, serialize, upload_form
 from api.errors import error_response
 from cdn_edge import ranges
-from shared import files, ids, pagination, public_urls, rules
+from shared import audit, files, ids, pagination, public_urls, rules
 from shared.disposition import content_disposition
 from shared.errors import InvalidArgument, Unavailable
 
@@ -82,9 +82,9 @@ async def upload_file(request: web.Request) -> web.Response:
 
 def list_query(q: Mapping[str, str]) -> pagination.ListQuery:
     """The list's query string, checked: bad values are a 400 naming the parameter."""
-    limit = pagination.DEFAULT_PAGE_SIZE
-    if "limit" in q:
-        limit = _integer("limit", q["limit"])
+    limit = _int_param(q, "limit")
+    if limit is None:
+        limit = pagination.DEFAULT_PAGE_SIZE
     order = q.get("order", "desc").lower()
     sort_by = q.get("sort_by", "created_at").lower()
     if not pagination.is_order(order):
@@ -108,11 +108,15 @@ def list_query(q: Mapping[str, str]) -> pagination.ListQuery:
     )
 
 
-def _integer(name: str, text: str) -> int:
-    """ASCII digits with an optional minus, as JSON Schema's integer in a query string."""
+def _int_param(q: Mapping[str, str], name: str) -> int | None:
+    """An integer query parameter, None when absent: ASCII digits with an optional minus,
+    as JSON Schema's integer in a query string (int() also takes "+1", "1_0" and other
+    scripts' digits); anything else is a 400."""
+    if name not in q:
+        return None
     try:
-        if _INTEGER.fullmatch(text):
-            return int(text)
+        if _INTEGER.fullmatch(q[name]):
+            return int(q[name])
     except ValueError:  # more digits than int() converts
         pass
     raise InvalidArgument(f"{name} must be an integer")
@@ -209,3 +213,24 @@ async def revoke_public_url(request: web.Request) -> web.Response:
     file_id = request.match_info["file_id"]
     revocation = await public_urls.revoke(res, context.caller(request), file_id)
     return web.json_response(serialize.revocation(revocation))
+
+
+async def get_public_url(request: web.Request) -> web.Response:
+    res = context.resources(request)
+    team = context.caller(request).team
+    stats = await public_urls.current(res, team, request.match_info["file_id"])
+    return web.json_response(serialize.url_stats(stats))
+
+
+async def list_audit_events(request: web.Request) -> web.Response:
+    res = context.resources(request)
+    limit = _int_param(request.query, "limit")
+    page = await audit.list_events(
+        res.db,
+        context.caller(request).team,
+        file_id=request.query.get("file_id"),  # present but empty: a 400, as documented
+        after=_int_param(request.query, "after"),
+        limit=pagination.DEFAULT_PAGE_SIZE if limit is None else limit,
+        limit_max=res.settings.list_limit_max,
+    )
+    return web.json_response(serialize.audit_event_list(page))

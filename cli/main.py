@@ -92,7 +92,7 @@ def worker(check: bool) -> None:
 @click.option("--workers", type=int, default=None, help="Processes on one port (SO_REUSEPORT).")
 def edge(workers: int | None) -> None:
     """Serve public URLs (GET/HEAD /<token>/<name>)."""
-    from cdn_edge.main import run_edge
+    from cdn_edge.supervisor import run_edge
 
     settings = _settings("edge")
     run_edge(settings, workers or settings.edge_workers)
@@ -161,11 +161,12 @@ def create_team(name: str) -> None:
 
 @admin.command("create-key")
 @click.option("--team", "team_name", required=True)
-def create_key(team_name: str) -> None:
+@click.option("--name", default=None, help="Who uses the key; the audit trail shows it.")
+def create_key(team_name: str, name: str | None) -> None:
     """Create an API key; prints only the key (store it: it is not shown again)."""
     from shared import teams
 
-    click.echo(run_async(lambda: _with_db(lambda db: teams.create_key(db, team_name))))
+    click.echo(run_async(lambda: _with_db(lambda db: teams.create_key(db, team_name, name))))
 
 
 @admin.command("list-keys")
@@ -178,12 +179,13 @@ def list_keys(team_name: str | None) -> None:
     from shared import teams
 
     keys = run_async(lambda: _with_db(lambda db: teams.list_keys(db, team_name)))
-    table = Table("id", "team", "key prefix", "created", "revoked")
+    table = Table("id", "team", "key prefix", "name", "created", "revoked")
     for k in keys:
         table.add_row(
             str(k.id),
             Text(k.team),  # names are data, never Rich markup
             Text(k.prefix + "…"),
+            Text(k.name or ""),
             f"{k.created_at:%Y-%m-%d %H:%M}",
             f"{k.revoked_at:%Y-%m-%d %H:%M}" if k.revoked_at else "",
         )

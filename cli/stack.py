@@ -121,6 +121,7 @@ def run_stack() -> int:
         console.print("[bold]filecdn[/]: starting the stack…")
         base = dict(os.environ)
         base.setdefault("LOG_FORMAT", "console")
+        base.setdefault("EDGE_DRAIN_DELAY", "0")  # no load balancer to wait for on one machine
         env = stack_environment(sup, data_dir, base)
         write_stack_env(data_dir / "stack.env", env)
         asyncio.run(db.migrate(env["DATABASE_URL"]))

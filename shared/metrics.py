@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 import redis.asyncio as aioredis
 from prometheus_client import Counter
+from redis.asyncio.client import Pipeline
 
 if TYPE_CHECKING:
     from shared.resources import Resources
@@ -34,12 +35,21 @@ async def add(
     redis: aioredis.Redis, counts: Mapping[str, int], retention: int, at: float | None = None
 ) -> None:
     """Add counts to the current minute's bucket in one round trip."""
-    key = bucket_key(at)
     pipe = redis.pipeline(transaction=False)
+    add_to_pipeline(pipe, counts, retention, at)
+    await pipe.execute()
+
+
+def add_to_pipeline(
+    pipe: Pipeline, counts: Mapping[str, int], retention: int, at: float | None = None
+) -> None:
+    """Queue adding counts to the current minute's bucket on a pipeline the caller executes."""
+    if not counts:
+        return
+    key = bucket_key(at)
     for name, n in counts.items():
         pipe.hincrby(key, name, n)
     pipe.expire(key, retention)
-    await pipe.execute()
 
 
 async def count(res: Resources, name: str, n: int = 1) -> None:

@@ -1,7 +1,8 @@
 """The arq `Worker`, built from our Settings: typed keywords, explicit timeouts and tries.
 
-`on_startup` opens the shared resources once and starts the stream consumer and the
-reconcile loop beside arq's job runner; `on_shutdown` stops them and closes everything.
+`on_startup` opens the shared resources once and starts the stream consumer, the reconcile
+loop and the link-stats fold beside arq's job runner; `on_shutdown` stops them and closes
+everything.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from arq.worker import Worker, func
 from shared import scheduling
 from shared.resources import open_resources
 from shared.settings import Settings
-from worker import events, jobs, reconcile
+from worker import events, jobs, link_stats_fold, reconcile
 
 # An expiry job is one short transaction (plus an event or a job after it).
 JOB_TIMEOUT_SECONDS = 60
@@ -48,6 +49,7 @@ def build_worker(settings: Settings) -> Worker:
         ctx["loops"] = [
             asyncio.create_task(events.consume(res, events.consumer_name(), stop)),
             asyncio.create_task(reconcile.loop(res, stop)),
+            asyncio.create_task(link_stats_fold.loop(res, stop)),
         ]
 
     async def on_shutdown(ctx: dict[Any, Any]) -> None:
