@@ -59,4 +59,4 @@ bench-edge: $(STAMP)
 	bash bench/edge.sh
 
 clean:
-	rm -rf $(VENV) .filecdn .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .filecdn .pytest_cache .mypy_cache .ruff_cache .hypothesis .schemathesis

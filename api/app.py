@@ -4,20 +4,26 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from api import context, health, rest
+from api import context, health, openapi, rest
 from api.middleware import authentication, error_mapping, request_context
 from shared.resources import Resources
+
+MAX_REQUEST_LINE = 128 * 1024
 
 
 def build_app(res: Resources) -> web.Application:
     app = web.Application(
         middlewares=[request_context, error_mapping, authentication],
         client_max_size=1024 * 1024,  # JSON bodies; uploads stream past this limit
+        # A list query at its documented limits (a 4096-character filter, percent-encoded
+        # UTF-8) fits the request line; past this, aiohttp answers a plain-text 400.
+        handler_args={"max_line_size": MAX_REQUEST_LINE},
     )
     app[context.RESOURCES] = res
     app.router.add_routes(
         [
             web.get("/healthz", health.healthz),
+            web.get("/openapi.json", openapi.handler(res.settings)),
             web.get("/readyz", health.readyz),
             web.get("/metrics", health.metrics),
             web.post("/v1/files", rest.upload_file),

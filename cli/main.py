@@ -107,6 +107,7 @@ def metrics(minutes: int, as_json: bool) -> None:
 
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     from shared import metrics as counters
     from shared.redis_client import create_redis
@@ -129,7 +130,7 @@ def metrics(minutes: int, as_json: bool) -> None:
         "metric", *(f"{m // 60 % 1440 // 60:02d}:{m // 60 % 60:02d}" for m in sorted(buckets))
     )
     for n in names:
-        table.add_row(n, *(str(buckets[m].get(n, "")) for m in sorted(buckets)))
+        table.add_row(Text(n), *(str(buckets[m].get(n, "")) for m in sorted(buckets)))
     Console().print(table)
 
 
@@ -182,8 +183,8 @@ def list_keys(team_name: str | None) -> None:
     for k in keys:
         table.add_row(
             str(k.id),
-            Text(k.team),
-            k.prefix + "…",
+            Text(k.team),  # names are data, never Rich markup
+            Text(k.prefix + "…"),
             Text(k.name or ""),
             f"{k.created_at:%Y-%m-%d %H:%M}",
             f"{k.revoked_at:%Y-%m-%d %H:%M}" if k.revoked_at else "",

@@ -18,7 +18,9 @@ import urllib.request
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.panel import Panel
+from rich.text import Text
 
 from cli.embedded import Supervisor, start_missing, tcp_open, wait_until
 from shared import db, teams
@@ -135,12 +137,12 @@ def run_stack() -> int:
         while not stopping:
             dead = sup.check_alive()
             if dead:
-                console.print(f"[red]{dead} exited; stopping the stack[/]")
+                console.print(f"[red]{escape(dead)} exited; stopping the stack[/]")
                 return 1
             time.sleep(0.5)
         return 0
     except Exception as exc:
-        console.print(f"[red]filecdn run failed:[/] {exc}")
+        console.print(f"[red]filecdn run failed:[/] {escape(str(exc))}")
         return 1
     finally:
         console.print("filecdn: stopping…")
@@ -164,4 +166,5 @@ def _banner(settings: Settings, env: dict[str, str], key: str, new: bool, data_d
         "",
         "Ctrl-C stops everything.",
     ]
-    console.print(Panel("\n".join(lines), title="filecdn is running", expand=False))
+    # Settings are data (a DSN may hold "[...]"), never Rich markup.
+    console.print(Panel(Text("\n".join(lines)), title="filecdn is running", expand=False))

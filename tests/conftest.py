@@ -23,6 +23,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from hypothesis import HealthCheck
+from hypothesis import settings as hypothesis_settings
 
 from cli.embedded import Supervisor, free_port, stop_process, tcp_open, wait_until
 from shared.actors import Team
@@ -33,6 +35,19 @@ if TYPE_CHECKING:
 
     from shared.resources import Resources
     from tests.helpers import Cli, OwnRedis
+
+# Property tests are part of the suite, not a search: the same examples every run (derandomize),
+# no example database, no per-example deadline on a busy 2-core machine. Each test names its
+# own max_examples.
+hypothesis_settings.register_profile(
+    "filecdn",
+    derandomize=True,
+    database=None,
+    deadline=None,
+    print_blob=False,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+hypothesis_settings.load_profile("filecdn")
 
 # Lowered so that expiry runs end to end in seconds; one test checks the real defaults.
 TEST_LIMITS = {

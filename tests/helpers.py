@@ -180,6 +180,85 @@ async def snapshot(res: Resources, team: Team) -> tuple[int, set[str], int, int]
     )
 
 
+@dataclass(frozen=True)
+class Leftovers:
+    """What no request may leave behind, in the whole system (every team): an object with
+    no row, an open multipart upload, a token-cache entry with no active URL, a queued job
+    for a file or URL row that does not exist. Compare two with `since`: other tests may
+    have left their own on purpose (a killed worker, say)."""
+
+    orphan_objects: frozenset[str]
+    open_uploads: int
+    stray_tokens: frozenset[str]
+    stray_jobs: frozenset[str]
+
+    def since(self, before: Leftovers) -> Leftovers:
+        return Leftovers(
+            self.orphan_objects - before.orphan_objects,
+            max(0, self.open_uploads - before.open_uploads),
+            self.stray_tokens - before.stray_tokens,
+            self.stray_jobs - before.stray_jobs,
+        )
+
+    def __bool__(self) -> bool:
+        return bool(
+            self.orphan_objects or self.open_uploads or self.stray_tokens or self.stray_jobs
+        )
+
+
+async def leftovers(res: Resources) -> Leftovers:
+    keys = await object_keys(res)
+    with_rows = {
+        r["object_key"]
+        for r in await res.db.fetch(
+            "SELECT object_key FROM files WHERE object_key = any($1::text[])", list(keys)
+        )
+    }
+    tokens = [t async for batch in res.tokens.tokens(500) for t in batch]
+    active = {
+        r["token"]
+        for r in await res.db.fetch(
+            """SELECT u.token FROM public_urls u JOIN files f ON f.id = u.file_id
+                WHERE u.token = any($1::text[]) AND u.revoked_at IS NULL
+                  AND (u.expires_at IS NULL OR u.expires_at > now()) AND f.deleted_at IS NULL""",
+            tokens,
+        )
+    }
+    inactive = [t for t in tokens if t not in active]
+    # An entry that dies at its deadline between the scan and the query is gone by now.
+    present = await res.tokens.present(inactive) if inactive else []
+    stray_tokens = {t for t, alive in zip(inactive, present, strict=True) if alive}
+    return Leftovers(
+        frozenset(keys - with_rows),
+        await pending_multipart_uploads(res),
+        frozenset(stray_tokens),
+        frozenset(await _stray_jobs(res)),
+    )
+
+
+async def _stray_jobs(res: Resources) -> set[str]:
+    """Queued expiry jobs (ids per shared/scheduling.py) whose row does not exist."""
+    jobs = [j.decode() for j in await res.redis.zrange(res.settings.arq_queue_name, 0, -1)]
+    file_ids = {j.split(":", 1)[1] for j in jobs if j.startswith("file-expiry:")}
+    url_ids = {int(j.split(":")[1]) for j in jobs if j.startswith("url-expiry:")}
+    files = {
+        r["id"]
+        for r in await res.db.fetch("SELECT id FROM files WHERE id = any($1::text[])", file_ids)
+    }
+    urls = {
+        r["id"]
+        for r in await res.db.fetch(
+            "SELECT id FROM public_urls WHERE id = any($1::bigint[])", url_ids
+        )
+    }
+    return {
+        j
+        for j in jobs
+        if (j.startswith("file-expiry:") and j.split(":", 1)[1] not in files)
+        or (j.startswith("url-expiry:") and int(j.split(":")[1]) not in urls)
+    }
+
+
 # --- public URLs ----------------------------------------------------------------------------
 
 

@@ -176,3 +176,57 @@ def test_durations_format_back() -> None:
         "1d12h",
         "2w1s",
     ]
+
+
+async def test_names_that_look_like_markup_are_shown_as_text(
+    cli: Cli, api: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    """A file named `[/bold].png` once crashed `files ls` for its whole team."""
+    f = await upload(api, png(), "[/bold].png")
+    listed = await asyncio.to_thread(cli, "ls")
+    assert listed.returncode == 0, listed.stderr
+    assert f"{f['id']}  [/bold].png" in listed.stdout
+    got = await asyncio.to_thread(cli, "get", f["id"])
+    assert got.returncode == 0 and "[/bold].png" in got.stdout
+    saved = await asyncio.to_thread(cli, "download", f["id"])
+    assert saved.returncode == 0, saved.stderr
+    assert saved.stderr.startswith("saved bold].png")  # the last segment: never a path
+    assert (tmp_path / "bold].png").exists()
+
+
+def test_download_never_overwrites_without_force(cli: Cli, tmp_path: Path) -> None:
+    (tmp_path / "a.png").write_bytes(image := png())
+    [f] = cli.json("upload", "a.png")
+    (tmp_path / "copy.png").write_bytes(b"mine")
+    refused = one_line_error(cli("download", f["id"], "-o", "copy.png"))
+    assert refused == "copy.png: already exists (use --force to overwrite it)"
+    assert (tmp_path / "copy.png").read_bytes() == b"mine"
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "a.png").write_bytes(b"mine too")
+    assert "already exists" in one_line_error(cli("download", f["id"], "-o", "out"))
+    assert (tmp_path / "out" / "a.png").read_bytes() == b"mine too"
+    assert cli.json("download", f["id"], "-o", "copy.png", "--force")["bytes"] == len(image)
+    assert (tmp_path / "copy.png").read_bytes() == image
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png", "copy.png", "out"]
+
+
+def test_download_never_follows_a_planted_link(cli: Cli, tmp_path: Path) -> None:
+    (tmp_path / "a.png").write_bytes(image := png())
+    [f] = cli.json("upload", "a.png")
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"precious")
+    (tmp_path / "copy.png.part").symlink_to(victim)
+    refused = one_line_error(cli("download", f["id"], "-o", "copy.png"))
+    assert refused.startswith("copy.png.part: already exists")
+    assert victim.read_bytes() == b"precious" and not (tmp_path / "copy.png").exists()
+    # --force removes the link itself, then writes a file of its own.
+    cli.json("download", f["id"], "-o", "copy.png", "--force")
+    assert victim.read_bytes() == b"precious"
+    assert (tmp_path / "copy.png").read_bytes() == image
+    assert not (tmp_path / "copy.png.part").exists()
+    # A link planted at the final name is replaced by the file, never written through.
+    (tmp_path / "linked.png").symlink_to(victim)
+    assert "already exists" in one_line_error(cli("download", f["id"], "-o", "linked.png"))
+    cli.json("download", f["id"], "-o", "linked.png", "--force")
+    assert not (tmp_path / "linked.png").is_symlink()
+    assert (tmp_path / "linked.png").read_bytes() == image and victim.read_bytes() == b"precious"
