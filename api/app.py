@@ -6,20 +6,22 @@ from aiohttp import web
 
 from api import context, health, rest
 from api.middleware import authentication, error_mapping, request_context
+from api.request_metrics import RequestCounter
 from shared.resources import Resources
 
 
-def build_app(res: Resources) -> web.Application:
+def build_app(res: Resources, requests: RequestCounter | None = None) -> web.Application:
+    """The public REST app: the Files API and `/healthz`; operations live on the ops
+    listener (`api/ops.py`)."""
     app = web.Application(
         middlewares=[request_context, error_mapping, authentication],
         client_max_size=1024 * 1024,  # JSON bodies; uploads stream past this limit
     )
     app[context.RESOURCES] = res
+    app[context.REQUEST_COUNTER] = requests or RequestCounter()
     app.router.add_routes(
         [
             web.get("/healthz", health.healthz),
-            web.get("/readyz", health.readyz),
-            web.get("/metrics", health.metrics),
             web.post("/v1/files", rest.upload_file),
             web.get("/v1/files", rest.list_files),
             web.get("/v1/files/{file_id}", rest.get_file),

@@ -21,11 +21,22 @@ from rich.console import Console
 from rich.panel import Panel
 
 from cli.embedded import Supervisor, start_missing, tcp_open, wait_until
-from shared import db, teams
+from shared import db, ops_tokens, teams
 from shared.settings import Settings
 
 console = Console(stderr=True)
 DEMO_TEAM = "demo"
+
+
+def write_private(path: Path, text: str) -> None:
+    """Replace `path` with `text`, mode 0600 from the file's creation (a new file beside it,
+    created exclusively with that mode, then renamed over the old one)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
 
 
 def persistent_secret(data_dir: Path, name: str) -> str:
@@ -34,8 +45,7 @@ def persistent_secret(data_dir: Path, name: str) -> str:
     if path.exists():
         return path.read_text().strip()
     value = secrets.token_urlsafe(32)
-    path.write_text(value)
-    path.chmod(0o600)
+    write_private(path, value)
     return value
 
 
@@ -58,12 +68,8 @@ def write_stack_env(path: Path, env: dict[str, str]) -> None:
     """
     known = {name.upper() for name in Settings.model_fields}
     lines = [f"{k}={shlex.quote(v)}\n" for k, v in sorted(env.items()) if k in known]
-    tmp = path.with_name(f".{path.name}.{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write("# The settings of the running `filecdn run`; removed when it stops.\n")
-        f.writelines(lines)
-    os.replace(tmp, path)
+    header = "# The settings of the running `filecdn run`; removed when it stops.\n"
+    write_private(path, header + "".join(lines))
 
 
 async def ensure_demo_key(dsn: str, key_file: Path) -> tuple[str, bool]:
@@ -80,9 +86,26 @@ async def ensure_demo_key(dsn: str, key_file: Path) -> tuple[str, bool]:
         if await pool.fetchval("SELECT 1 FROM teams WHERE name = $1", DEMO_TEAM) is None:
             await teams.create_team(pool, DEMO_TEAM)
         key = await teams.create_key(pool, DEMO_TEAM)
-        key_file.write_text(key + "\n")
-        key_file.chmod(0o600)
+        write_private(key_file, key + "\n")
         return key, True
+    finally:
+        await pool.close()
+
+
+async def ensure_ops_token(dsn: str, token_file: Path) -> tuple[str, bool]:
+    """The operator token in token_file if it still works, else a new one written there."""
+    pool = await db.create_pool(Settings(database_url=dsn, db_pool_min=1, db_pool_max=2))
+    try:
+        if token_file.exists():
+            token = token_file.read_text().strip()
+            try:
+                await ops_tokens.authenticate(pool, token)
+                return token, False
+            except Exception:  # revoked or from an older database: issue a new one
+                pass
+        token = await ops_tokens.create(pool, "make run")
+        write_private(token_file, token + "\n")
+        return token, True
     finally:
         await pool.close()
 
@@ -119,18 +142,23 @@ def run_stack() -> int:
         console.print("[bold]filecdn[/]: starting the stack…")
         base = dict(os.environ)
         base.setdefault("LOG_FORMAT", "console")
+        # The ops listeners show every team's traffic: on one machine, only to itself.
+        base["OPS_HOST"] = "127.0.0.1"
         env = stack_environment(sup, data_dir, base)
         write_stack_env(data_dir / "stack.env", env)
         asyncio.run(db.migrate(env["DATABASE_URL"]))
         key, new = asyncio.run(ensure_demo_key(env["DATABASE_URL"], data_dir / "demo-api-key"))
+        ops_token, _ = asyncio.run(ensure_ops_token(env["DATABASE_URL"], data_dir / "ops-token"))
         for name in ("api", "worker", "edge"):
             if stopping:
                 return 130
             sup.start(name, filecdn_argv(name), env=env, log_to_file=False)
         _wait_http(f"http://{settings.api_host}:{settings.api_port}/healthz", 60, "API")
+        _wait_http(f"http://127.0.0.1:{settings.ops_port}/healthz", 60, "API ops listener")
+        _wait_http(f"http://127.0.0.1:{settings.worker_ops_port}/healthz", 60, "worker")
         _wait_http(f"http://{settings.edge_host}:{settings.edge_port}/healthz", 60, "edge")
         wait_until(lambda: tcp_open(settings.api_host, settings.grpc_port), 30, "gRPC")
-        _banner(settings, env, key, new, data_dir)
+        _banner(settings, env, key, new, data_dir, ops_token)
         while not stopping:
             dead = sup.check_alive()
             if dead:
@@ -148,7 +176,9 @@ def run_stack() -> int:
         console.print("filecdn: stopped")
 
 
-def _banner(settings: Settings, env: dict[str, str], key: str, new: bool, data_dir: Path) -> None:
+def _banner(
+    settings: Settings, env: dict[str, str], key: str, new: bool, data_dir: Path, ops_token: str
+) -> None:
     lines = [
         f"REST API   http://{settings.api_host}:{settings.api_port}/v1/files",
         f"gRPC API   {settings.api_host}:{settings.grpc_port}"
@@ -160,6 +190,10 @@ def _banner(settings: Settings, env: dict[str, str], key: str, new: bool, data_d
         "",
         f"API key    {key}{'  (new)' if new else ''}",
         f"           saved in {data_dir / 'demo-api-key'}",
+        "",
+        f"Dashboard  http://127.0.0.1:{settings.ops_port}/#token={ops_token}",
+        f"           operator token saved in {data_dir / 'ops-token'}",
+        f"Ops ports  API {settings.ops_port}, worker {settings.worker_ops_port} (127.0.0.1)",
         "",
         "Ctrl-C stops everything.",
     ]

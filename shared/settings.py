@@ -69,6 +69,9 @@ class Settings(BaseSettings):
     sweep_grace_seconds: int = Field(default=3600, ge=1)
     # Listing the whole bucket is heavy: the orphan sweep runs at start, then this often.
     sweep_interval_seconds: int = Field(default=3600, ge=1)
+    # A worker whose job poll loop, event consumer or reconcile loop has not come round for
+    # this long fails its /healthz (liveness): it is stuck, and a restart is the cure.
+    worker_stall_seconds: float = Field(default=120.0, gt=0)
 
     # Edge.
     edge_cache_control: str = "public, no-cache"

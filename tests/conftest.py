@@ -52,14 +52,20 @@ class Stack:
     api_url: str
     edge_url: str
     grpc_target: str
+    ops_url: str  # the API's private listener: dashboard, /api/..., /metrics, /readyz
+    ops_token: str  # an operator token for /api/...
     workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    worker_ops_ports: dict[int, int] = field(default_factory=dict)  # pid -> WORKER_OPS_PORT
 
     def start_worker(self, **extra_env: str) -> subprocess.Popen[bytes]:
+        """A worker process; each gets a free WORKER_OPS_PORT unless one is given."""
         from cli.stack import filecdn_argv
 
         name = f"worker-{len(self.workers)}"
-        proc = self.sup.start(name, filecdn_argv("worker"), env={**self.env, **extra_env})
+        env = {**self.env, "WORKER_OPS_PORT": str(free_port()), **extra_env}
+        proc = self.sup.start(name, filecdn_argv("worker"), env=env)
         self.workers.append(proc)
+        self.worker_ops_ports[proc.pid] = int(env["WORKER_OPS_PORT"])
         return proc
 
 
@@ -74,13 +80,15 @@ def _infra_env() -> dict[str, str]:
 @pytest.fixture(scope="session")
 def stack() -> Iterator[Stack]:
     from cli.stack import filecdn_argv, stack_environment
-    from shared import db
+    from shared import db, ops_tokens
+    from shared.resources import open_resources
 
     data_dir = Path(tempfile.mkdtemp(prefix="filecdn-test-"))
     sup = Supervisor(data_dir / "logs")
     try:
         env = stack_environment(sup, data_dir, _infra_env(), test_mode=True)
         api_port, grpc_port, edge_port = free_port(), free_port(), free_port()
+        ops_port = free_port()
         env.update(TEST_LIMITS)
         env.update(
             {
@@ -90,12 +98,21 @@ def stack() -> Iterator[Stack]:
                 "PUBLIC_BASE_URL": f"http://127.0.0.1:{edge_port}",
                 "LOG_FORMAT": "json",
                 "EDGE_WORKERS": "2",
+                "OPS_PORT": str(ops_port),
+                "WORKER_OPS_PORT": str(free_port()),
             }
         )
         asyncio.run(db.migrate(env["DATABASE_URL"]))
+
+        async def new_ops_token() -> str:
+            async with open_resources(Settings.from_env(env)) as r:
+                return await ops_tokens.create(r.db, "test suite")
+
+        ops_token = asyncio.run(new_ops_token())
         sup.start("api", filecdn_argv("api"), env=env)
         sup.start("edge", filecdn_argv("edge"), env=env)
         wait_until(lambda: tcp_open("127.0.0.1", api_port), 60, "API")
+        wait_until(lambda: tcp_open("127.0.0.1", ops_port), 60, "API ops listener")
         wait_until(lambda: tcp_open("127.0.0.1", edge_port), 60, "edge")
         settings = Settings.from_env(env)
         yield Stack(
@@ -106,6 +123,8 @@ def stack() -> Iterator[Stack]:
             f"http://127.0.0.1:{api_port}",
             f"http://127.0.0.1:{edge_port}",
             f"localhost:{grpc_port}",
+            f"http://127.0.0.1:{ops_port}",
+            ops_token,
         )
     finally:
         sup.close()
@@ -186,6 +205,12 @@ class WorkerHandle:
     def __init__(self, stack: Stack) -> None:
         self.stack = stack
         self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def ops_url(self) -> str:
+        """Its private listener: /metrics, /healthz (the heartbeat)."""
+        assert self.proc is not None, "the worker is not running"
+        return f"http://127.0.0.1:{self.stack.worker_ops_ports[self.proc.pid]}"
 
     def start(self, **extra_env: str) -> None:
         self.proc = self.stack.start_worker(**extra_env)

@@ -103,9 +103,14 @@ async def test_file_expiry_job_deletes_row_and_object(
     assert await res.storage.stat(key) is None
 
 
-async def test_health_and_readiness(anon: aiohttp.ClientSession) -> None:
+async def test_public_port_says_alive_and_keeps_operations_to_the_ops_port(
+    anon: aiohttp.ClientSession, stack: Stack
+) -> None:
     assert await call(anon, "GET", "/healthz") == (200, {"status": "ok"})
-    status, body = await call(anon, "GET", "/readyz")
+    for path in ("/readyz", "/metrics", "/api/summary"):
+        assert (await call(anon, "GET", path))[0] == 404, path
+    assert await call(anon, "GET", f"{stack.ops_url}/healthz") == (200, {"status": "ok"})
+    status, body = await call(anon, "GET", f"{stack.ops_url}/readyz")
     assert status == 200 and body["checks"] == {"postgres": "ok", "redis": "ok", "s3": "ok"}
 
 
