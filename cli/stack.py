@@ -191,10 +191,14 @@ def _banner(
         f"API key    {key}{'  (new)' if new else ''}",
         f"           saved in {data_dir / 'demo-api-key'}",
         "",
-        f"Dashboard  http://127.0.0.1:{settings.ops_port}/#token={ops_token}",
+        f"Dashboard  http://127.0.0.1:{settings.ops_port}/  (the link above signs you in)",
         f"           operator token saved in {data_dir / 'ops-token'}",
         f"Ops ports  API {settings.ops_port}, worker {settings.worker_ops_port} (127.0.0.1)",
         "",
         "Ctrl-C stops everything.",
     ]
+    # Unwrapped, so that it stays one link; the fragment never reaches the server's logs.
+    console.print(
+        f"Dashboard: http://127.0.0.1:{settings.ops_port}/#token={ops_token}", soft_wrap=True
+    )
     console.print(Panel("\n".join(lines), title="filecdn is running", expand=False))
