@@ -22,13 +22,14 @@ import structlog
 from prometheus_client import Counter
 from redis.exceptions import RedisError
 
+from shared.series import STATE_PREFIX
+
 if TYPE_CHECKING:
     from shared.resources import Resources
 
 log = structlog.get_logger(__name__)
 
 BUCKET_PREFIX = "filecdn:metrics:"
-STATE_PREFIX = "state."  # sampled levels, not counters
 _READ_CHUNK = 1000  # buckets per pipeline when reading a long window
 
 EVENTS = Counter(

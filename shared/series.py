@@ -12,7 +12,7 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from shared.metrics import STATE_PREFIX
+STATE_PREFIX = "state."  # sampled levels (shared.metrics.set_state), not counters
 
 Bucket = Mapping[str, int]
 Buckets = Mapping[int, Bucket]
