@@ -8,7 +8,10 @@ from __future__ import annotations
 import gzip
 import itertools
 import re
+import subprocess
+import sys
 import time
+import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
@@ -288,3 +291,26 @@ async def test_dashboard_page_loads_only_its_own_assets_cached_and_compressed(
         stale = re.sub(r"/static/[^/]+/", "/static/0000/", plotly)
         async with s.get(stack.ops_url + stale) as r:
             assert r.status == 404
+
+
+async def test_admin_commands_create_list_and_revoke_operator_tokens(stack: Stack) -> None:
+    def admin(*args: str) -> str:
+        return subprocess.run(
+            [sys.executable, "-m", "cli", "admin", *args],
+            env={**stack.env, "COLUMNS": "200"},
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        ).stdout.strip()
+
+    name = f"oncall-{uuid.uuid4().hex[:6]}"
+    token = admin("create-ops-token", "--name", name)
+    assert re.fullmatch(r"fcops_[\w-]{43}", token)
+    assert (await _as(stack, token, "/api/health"))[0] == 200
+    row = next(line for line in admin("list-ops-tokens").splitlines() if name in line)
+    assert token[:12] in row and token not in row
+    token_id = re.search(r"\d+", row)
+    assert token_id is not None
+    assert "revoked operator token" in admin("revoke-ops-token", token_id.group())
+    assert (await _as(stack, token, "/api/health"))[0] == 401
