@@ -140,6 +140,9 @@ def charts(points: Sequence[Point]) -> dict[str, dict[str, Any]]:
             {"bytes/s": _line(points, _per_second("edge.origin.bytes"))},
             y2={"requests/s": _line(points, _per_second("edge.origin.requests"))},
         ),
+        "urls_active": chart(
+            "Active public URLs", "URLs", {"active": _line(points, _level("state.urls.active"))}
+        ),
         "api_requests": chart(
             "API requests/s by route",
             "req/s",
@@ -147,6 +150,7 @@ def charts(points: Sequence[Point]) -> dict[str, dict[str, Any]]:
                 route: _line(points, _api_route_rate(route, sorted(classes), 1))
                 for route, classes in sorted(routes.items())
             },
+            wide=True,
         ),
         "api_errors": chart(
             "API errors/min by route",
@@ -155,11 +159,7 @@ def charts(points: Sequence[Point]) -> dict[str, dict[str, Any]]:
                 f"{cls} {route}": _line(points, _api_route_rate(route, [cls], 60))
                 for route, cls in errors
             },
-        ),
-        "lifecycle": chart(
-            "Files and URLs per minute",
-            "per min",
-            {label: _line(points, _per_minute(name)) for label, name in LIFECYCLE.items()},
+            wide=True,
         ),
         "queue": chart(
             "Job queue (expiry jobs)",
@@ -179,14 +179,17 @@ def charts(points: Sequence[Point]) -> dict[str, dict[str, Any]]:
                 for q in (0.5, 0.95, 0.99)
             },
         ),
+        "lifecycle": chart(
+            "Files and URLs per minute",
+            "per min",
+            {label: _line(points, _per_minute(name)) for label, name in LIFECYCLE.items()},
+            wide=True,
+        ),
         "events": chart(
             "Event stream (file.deleted)",
             "events",
             {"pending": _line(points, _level("state.events.pending"))},
             y2={"oldest pending (s)": _line(points, _level("state.events.oldest_pending_s"))},
-        ),
-        "urls_active": chart(
-            "Active public URLs", "URLs", {"active": _line(points, _level("state.urls.active"))}
         ),
     }
 

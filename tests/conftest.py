@@ -225,3 +225,76 @@ class WorkerHandle:
             self.proc.send_signal(signal.SIGKILL)
             self.proc.wait()
             self.proc = None
+
+
+# --- headless Chromium (Debian's), for the browser tests ---------------------------------
+# Where it is missing the session installs it with apt-get when it can (root, apt-get
+# present), else those tests are skipped with the reason and the command that installs it.
+# Playwright never downloads a browser here.
+
+CHROMIUM = Path("/usr/bin/chromium")
+INSTALL_HINT = "apt-get install -y --no-install-recommends chromium  (as root, Debian)"
+APT_TIMEOUT = 900.0
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def _apt_install_chromium() -> str | None:
+    """Install Debian's chromium; None on success, else why it could not be done."""
+    if os.geteuid() != 0:
+        return "not root, so apt-get cannot install it"
+    if shutil.which("apt-get") is None:
+        return "apt-get is not available on this machine"
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    steps = (
+        ["apt-get", "update", "-q"],
+        ["apt-get", "install", "-y", "-q", "--no-install-recommends", "chromium"],
+    )
+    for argv in steps:
+        try:
+            done = subprocess.run(
+                argv, env=env, capture_output=True, text=True, timeout=APT_TIMEOUT, check=False
+            )
+        except subprocess.TimeoutExpired:
+            return f"`{' '.join(argv)}` did not finish within {APT_TIMEOUT:.0f}s"
+        if done.returncode != 0:
+            tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
+            return f"`{' '.join(argv)}` failed ({done.returncode}): {' / '.join(tail)}"
+    return None if CHROMIUM.exists() else f"apt-get succeeded but {CHROMIUM} is still missing"
+
+
+@pytest.fixture(scope="session")
+def chromium_path() -> Path:
+    """Debian's Chromium, installed once per session if it is missing and we can."""
+    if not CHROMIUM.exists():
+        why = _apt_install_chromium()
+        if why is not None:
+            pytest.skip(
+                f"headless Chromium is missing at {CHROMIUM} ({why}); install: {INSTALL_HINT}"
+            )
+    return CHROMIUM
+
+
+@pytest.fixture(scope="module")
+async def browser(chromium_path: Path) -> AsyncIterator[Any]:
+    """Headless Chromium driven by Playwright (a `playwright.async_api.Browser`)."""
+    playwright_api = pytest.importorskip(
+        "playwright.async_api", reason="Playwright is missing: pip install -e '.[dev]'"
+    )
+    # Playwright's launch() gives Chromium a fresh, temporary --user-data-dir of its own.
+    async with playwright_api.async_playwright() as pw:
+        b = await pw.chromium.launch(
+            executable_path=str(chromium_path), headless=True, args=CHROMIUM_ARGS
+        )
+        try:
+            yield b
+        finally:
+            await b.close()

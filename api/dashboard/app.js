@@ -141,12 +141,16 @@ function traces(chart, t) {
   const add = (lines, axis) => {
     for (const [name, ys] of Object.entries(lines)) {
       const color = CLASS_COLORS[name] || COLORS[out.length % COLORS.length];
+      // A series with gaps (quantiles of empty steps, levels not sampled) may have lone
+      // points that a line alone would not show.
+      const gapped = !chart.stacked && ys.some((v) => v === null);
       out.push({
-        x: t, y: ys, name, type: "scatter", mode: "lines", yaxis: axis,
+        x: t, y: ys, name, type: "scatter", mode: gapped ? "lines+markers" : "lines", yaxis: axis,
+        marker: { size: 4, color },
         line: { width: 1.5, color, dash: axis === "y2" ? "dot" : "solid" },
         stackgroup: chart.stacked && axis === "y" ? "one" : undefined,
         connectgaps: false,
-        hovertemplate: `%{y:.3~s} ${axis === "y2" ? "" : chart.unit}<extra>${name}</extra>`,
+        hovertemplate: `%{y:${numberFormat(chart)}} ${axis === "y2" ? "" : chart.unit}<extra>${name}</extra>`,
       });
     }
   };
@@ -155,9 +159,14 @@ function traces(chart, t) {
   return out;
 }
 
+// Bytes read best with SI prefixes (300k); rates and counts as plain numbers (0.8, 2000).
+function numberFormat(chart) {
+  return chart.unit.startsWith("B") ? ".3~s" : ".3~g";
+}
+
 function layout(chart, id) {
   const empty = Object.keys(chart.lines).length === 0;
-  return {
+  const out = {
     title: { text: chart.title, font: { size: 12 }, x: 0.01, xanchor: "left", y: 0.97 },
     margin: { l: 46, r: chart.y2 ? 46 : 10, t: 26, b: 22 },
     height: 198,
@@ -165,14 +174,20 @@ function layout(chart, id) {
     plot_bgcolor: "#fff",
     font: { size: 10, color: "#1d2330" },
     xaxis: { type: "date", gridcolor: "#eef0f3", tickfont: { size: 9 } },
-    yaxis: { title: { text: chart.unit, font: { size: 10 } }, rangemode: "tozero", gridcolor: "#eef0f3", tickformat: ".2~s" },
-    yaxis2: chart.y2 ? { overlaying: "y", side: "right", rangemode: "tozero", showgrid: false, tickformat: ".2~s" } : undefined,
-    legend: { orientation: "h", x: 1, xanchor: "right", y: 1.02, yanchor: "bottom", font: { size: 9 }, bgcolor: "rgba(0,0,0,0)" },
+    yaxis: { title: { text: chart.unit, font: { size: 10 } }, rangemode: "tozero", gridcolor: "#eef0f3", tickformat: numberFormat(chart) },
+    // Wide charts have many lines: their legend goes beside the plot.
+    legend: chart.wide
+      ? { orientation: "v", x: 1.02, xanchor: "left", y: 1, font: { size: 9 } }
+      : { orientation: "h", x: 1, xanchor: "right", y: 1.02, yanchor: "bottom", font: { size: 9 }, bgcolor: "rgba(0,0,0,0)" },
     showlegend: true,
     hovermode: "x unified",
     uirevision: id,
     annotations: empty ? [{ text: "none in this window", showarrow: false, xref: "paper", yref: "paper", x: 0.5, y: 0.5, font: { color: "#667085" } }] : [],
   };
+  if (chart.y2) {
+    out.yaxis2 = { overlaying: "y", side: "right", rangemode: "tozero", showgrid: false, tickformat: ".3~g" };
+  }
+  return out;
 }
 
 function renderCharts(data) {
@@ -180,7 +195,7 @@ function renderCharts(data) {
   for (const [id, chart] of Object.entries(data.charts)) {
     let div = document.getElementById(`chart-${id}`);
     if (!div) {
-      div = el("div", { id: `chart-${id}`, class: "chart", "data-chart": id });
+      div = el("div", { id: `chart-${id}`, class: chart.wide ? "chart wide" : "chart", "data-chart": id });
       box.append(div);
     }
     Plotly.react(div, traces(chart, data.t), layout(chart, id), { displayModeBar: false, responsive: true });
