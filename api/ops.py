@@ -208,13 +208,8 @@ async def api_guard(request: web.Request, handler: Handler) -> web.StreamRespons
 async def prometheus(request: web.Request) -> web.Response:
     ops = _ops(request)
     await ops.gauges.refresh()
-    body = prometheus_client.generate_latest() + prometheus_client.generate_latest(ops.registry)
     return web.Response(
-        body=body,
-        headers={
-            "Content-Type": prometheus_client.CONTENT_TYPE_LATEST,
-            "Cache-Control": "no-store",
-        },
+        body=metrics.prometheus_text(ops.registry), headers=metrics.PROMETHEUS_HEADERS
     )
 
 

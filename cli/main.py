@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
+from datetime import datetime
 from typing import Any, TypeVar
 
 import click
@@ -193,6 +194,10 @@ async def _with_db(fn: Callable[[Any], Awaitable[T]]) -> T:
         await pool.close()
 
 
+def _created_revoked(created: datetime, revoked: datetime | None) -> tuple[str, str]:
+    return f"{created:%Y-%m-%d %H:%M}", f"{revoked:%Y-%m-%d %H:%M}" if revoked else ""
+
+
 @admin.command("create-team")
 @click.argument("name")
 def create_team(name: str) -> None:
@@ -226,8 +231,7 @@ def list_keys(team_name: str | None) -> None:
             str(k.id),
             k.team,
             k.prefix + "…",
-            f"{k.created_at:%Y-%m-%d %H:%M}",
-            f"{k.revoked_at:%Y-%m-%d %H:%M}" if k.revoked_at else "",
+            *_created_revoked(k.created_at, k.revoked_at),
         )
     Console().print(table)
 
@@ -266,8 +270,7 @@ def list_ops_tokens() -> None:
             str(t.id),
             t.name or "",
             t.prefix + "…",
-            f"{t.created_at:%Y-%m-%d %H:%M}",
-            f"{t.revoked_at:%Y-%m-%d %H:%M}" if t.revoked_at else "",
+            *_created_revoked(t.created_at, t.revoked_at),
         )
     Console().print(table)
 

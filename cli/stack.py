@@ -15,6 +15,7 @@ import signal
 import sys
 import time
 import urllib.request
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from rich.console import Console
@@ -72,42 +73,46 @@ def write_stack_env(path: Path, env: dict[str, str]) -> None:
     write_private(path, header + "".join(lines))
 
 
-async def ensure_demo_key(dsn: str, key_file: Path) -> tuple[str, bool]:
-    """The demo team's key: the one in key_file if it still works, else a new one."""
+Credential = Callable[[db.Pool], Awaitable[str]]
+
+
+async def kept_credential(
+    dsn: str, path: Path, check: Callable[[db.Pool, str], Awaitable[object]], issue: Credential
+) -> tuple[str, bool]:
+    """The credential saved in `path` if `check` still accepts it (it raises otherwise),
+    else a new one from `issue`, saved there (0600 from creation); and whether it is new."""
     pool = await db.create_pool(Settings(database_url=dsn, db_pool_min=1, db_pool_max=2))
     try:
-        if key_file.exists():
-            key = key_file.read_text().strip()
+        if path.exists():
+            saved = path.read_text().strip()
             try:
-                await teams.authenticate(pool, key)
-                return key, False
+                await check(pool, saved)
+                return saved, False
             except Exception:  # revoked or from an older database: issue a new one
                 pass
-        if await pool.fetchval("SELECT 1 FROM teams WHERE name = $1", DEMO_TEAM) is None:
-            await teams.create_team(pool, DEMO_TEAM)
-        key = await teams.create_key(pool, DEMO_TEAM)
-        write_private(key_file, key + "\n")
-        return key, True
+        value = await issue(pool)
+        write_private(path, value + "\n")
+        return value, True
     finally:
         await pool.close()
+
+
+async def _new_demo_key(pool: db.Pool) -> str:
+    if await pool.fetchval("SELECT 1 FROM teams WHERE name = $1", DEMO_TEAM) is None:
+        await teams.create_team(pool, DEMO_TEAM)
+    return await teams.create_key(pool, DEMO_TEAM)
+
+
+async def ensure_demo_key(dsn: str, key_file: Path) -> tuple[str, bool]:
+    """The demo team's key: the one in key_file if it still works, else a new one."""
+    return await kept_credential(dsn, key_file, teams.authenticate, _new_demo_key)
 
 
 async def ensure_ops_token(dsn: str, token_file: Path) -> tuple[str, bool]:
     """The operator token in token_file if it still works, else a new one written there."""
-    pool = await db.create_pool(Settings(database_url=dsn, db_pool_min=1, db_pool_max=2))
-    try:
-        if token_file.exists():
-            token = token_file.read_text().strip()
-            try:
-                await ops_tokens.authenticate(pool, token)
-                return token, False
-            except Exception:  # revoked or from an older database: issue a new one
-                pass
-        token = await ops_tokens.create(pool, "make run")
-        write_private(token_file, token + "\n")
-        return token, True
-    finally:
-        await pool.close()
+    return await kept_credential(
+        dsn, token_file, ops_tokens.authenticate, lambda pool: ops_tokens.create(pool, "make run")
+    )
 
 
 def _wait_http(url: str, timeout: float, what: str) -> None:

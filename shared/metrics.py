@@ -17,6 +17,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
+import prometheus_client
 import redis.asyncio as aioredis
 import structlog
 from prometheus_client import Counter
@@ -35,6 +36,19 @@ _READ_CHUNK = 1000  # buckets per pipeline when reading a long window
 EVENTS = Counter(
     "filecdn_events_total", "Domain events (uploads, URL changes, deletions)", ["event"]
 )
+
+
+PROMETHEUS_HEADERS = {
+    "Content-Type": prometheus_client.CONTENT_TYPE_LATEST,
+    "Cache-Control": "no-store",
+}
+
+
+def prometheus_text(*registries: prometheus_client.CollectorRegistry) -> bytes:
+    """This process's Prometheus registry, then `registries` (collectors an app builds)."""
+    return b"".join(
+        prometheus_client.generate_latest(r) for r in (prometheus_client.REGISTRY, *registries)
+    )
 
 
 def bucket_key(at: float | None = None) -> str:

@@ -19,6 +19,7 @@ from aiohttp import web
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from shared import metrics
 from shared.settings import Settings
 
 LOOPS = ("jobs", "events", "reconcile")
@@ -72,16 +73,9 @@ async def healthz(request: web.Request) -> web.Response:
     )
 
 
-async def metrics(request: web.Request) -> web.Response:
-    body = prometheus_client.generate_latest() + prometheus_client.generate_latest(
-        request.app[REGISTRY]
-    )
+async def prometheus(request: web.Request) -> web.Response:
     return web.Response(
-        body=body,
-        headers={
-            "Content-Type": prometheus_client.CONTENT_TYPE_LATEST,
-            "Cache-Control": "no-store",
-        },
+        body=metrics.prometheus_text(request.app[REGISTRY]), headers=metrics.PROMETHEUS_HEADERS
     )
 
 
@@ -91,7 +85,7 @@ def ops_app(heartbeat: Heartbeat) -> web.Application:
     registry = prometheus_client.CollectorRegistry(auto_describe=False)
     registry.register(heartbeat)
     app[REGISTRY] = registry
-    app.router.add_routes([web.get("/metrics", metrics), web.get("/healthz", healthz)])
+    app.router.add_routes([web.get("/metrics", prometheus), web.get("/healthz", healthz)])
     return app
 
 
