@@ -58,7 +58,8 @@ class PointCache:
         this_minute = int(now) // 60 * 60
         minutes = [m for s in missing for m in range(s, min(s + window.step, this_minute + 60), 60)]
         buckets = await metrics.read_minutes(res.redis, minutes)
-        fresh = {p.start: p for p in series.downsample(buckets, window, now) if p.start in missing}
+        wanted = set(missing)
+        fresh = {p.start: p for p in series.downsample(buckets, window, now) if p.start in wanted}
         for s, p in fresh.items():
             if s + window.step <= now - SETTLED_AFTER:
                 self._settled[(window.step, s)] = p

@@ -102,7 +102,7 @@ function tile(label, value, detail, state) {
   return el("div", { class: `tile ${state || ""}` },
     el("div", { class: "label" }, label),
     el("div", { class: "value" }, value),
-    el("div", { class: "detail" }, detail || "\u00a0"));
+    el("div", { class: "detail", title: detail || "" }, detail || "\u00a0"));
 }
 
 function renderHealth(health) {
