@@ -27,8 +27,10 @@ def build_app(res: Resources, requests: RequestCounter | None = None) -> web.App
             web.get("/v1/files/{file_id}", rest.get_file),
             web.delete("/v1/files/{file_id}", rest.delete_file),
             web.get("/v1/files/{file_id}/content", rest.file_content),
+            web.get("/v1/files/{file_id}/public-url", rest.get_public_url),
             web.post("/v1/files/{file_id}/public-url", rest.create_public_url),
             web.post("/v1/files/{file_id}/public-url/revoke", rest.revoke_public_url),
+            web.get("/v1/audit-events", rest.list_audit_events),
         ]
     )
     return app

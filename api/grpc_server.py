@@ -190,7 +190,8 @@ class FilesService(files_pb2_grpc.FilesServicer):  # type: ignore[misc]  # xai_s
     def __init__(self, res: Resources, requests: RequestCounter | None = None) -> None:
         self.res = res
         self.requests = requests or RequestCounter()
-        self._uploads: set[asyncio.Task[files.StoredFile]] = set()
+        self._uploads: set[asyncio.Task[tuple[files.Upload, files.StoredFile]]] = set()
+        self._retractions: set[asyncio.Task[None]] = set()
 
     async def _caller(self, context: Any) -> Caller:
         return await authenticate(self.res.db, _metadata(context, "authorization"))
@@ -207,15 +208,28 @@ class FilesService(files_pb2_grpc.FilesServicer):  # type: ignore[misc]  # xai_s
         receiving.add_done_callback(self._uploads.discard)
         receiving.add_done_callback(_settle)
         try:
-            stored = await asyncio.shield(receiving)
+            _, stored = await asyncio.shield(receiving)
         except asyncio.CancelledError:
             gone.set()
+            if receiving.done() and not receiving.cancelled() and not receiving.exception():
+                # Committed just before the cancel reached us: the client never hears of it.
+                upload, _ = receiving.result()
+                retracting = asyncio.create_task(self._retract(upload))
+                self._retractions.add(retracting)
+                retracting.add_done_callback(self._retractions.discard)
+                retracting.add_done_callback(_settle)
             raise
         return file_message(stored, self.res.settings)
 
+    async def _retract(self, upload: files.Upload) -> None:
+        try:
+            await upload.retract()
+        except Exception as exc:
+            log.warning("cancelled upload not retracted", file_id=upload.file_id, error=str(exc))
+
     async def _receive_upload(
         self, caller: Caller, chunks: AsyncIterable[Any], gone: asyncio.Event
-    ) -> files.StoredFile:
+    ) -> tuple[files.Upload, files.StoredFile]:
         """One init, then data: streamed to S3; committed only if the client is still there."""
         upload: files.Upload | None = None
         expires_after: int | None = None
@@ -243,7 +257,11 @@ class FilesService(files_pb2_grpc.FilesServicer):  # type: ignore[misc]  # xai_s
             await upload.finish_bytes()
             if gone.is_set():  # the stream only looked complete: the client cancelled it
                 raise _ClientGone
-            return await upload.commit(expires_after=expires_after)
+            stored = await upload.commit(expires_after=expires_after)
+            if gone.is_set():  # cancelled while we committed
+                await upload.retract()
+                raise _ClientGone
+            return upload, stored
         finally:
             if upload is not None:
                 await upload.abort()  # a no-op once committed

@@ -10,7 +10,7 @@ from aiohttp import BodyPartReader, web
 
 from api import context, serialize
 from api.errors import error_response
-from shared import files, pagination, public_urls, rules
+from shared import audit, files, pagination, public_urls, rules
 from shared.disposition import content_disposition
 from shared.errors import InvalidArgument, Unavailable
 
@@ -78,14 +78,21 @@ async def upload_file(request: web.Request) -> web.Response:
     return web.json_response(serialize.file_object(stored, res.settings))
 
 
+def _int_param(request: web.Request, name: str) -> int | None:
+    """An integer query parameter, None when absent; present but not an integer: 400."""
+    if name not in request.query:
+        return None
+    try:
+        return int(request.query[name])
+    except ValueError:
+        raise InvalidArgument(f"{name} must be an integer") from None
+
+
 def _list_query(request: web.Request) -> pagination.ListQuery:
     q = request.query
-    limit = pagination.DEFAULT_PAGE_SIZE
-    if "limit" in q:
-        try:
-            limit = int(q["limit"])
-        except ValueError:
-            raise InvalidArgument("limit must be an integer") from None
+    limit = _int_param(request, "limit")
+    if limit is None:
+        limit = pagination.DEFAULT_PAGE_SIZE
     order = q.get("order", "desc").lower()
     sort_by = q.get("sort_by", "created_at").lower()
     if not pagination.is_order(order):
@@ -196,3 +203,24 @@ async def revoke_public_url(request: web.Request) -> web.Response:
     file_id = request.match_info["file_id"]
     revocation = await public_urls.revoke(res, context.caller(request), file_id)
     return web.json_response(serialize.revocation(revocation))
+
+
+async def get_public_url(request: web.Request) -> web.Response:
+    res = context.resources(request)
+    team = context.caller(request).team
+    stats = await public_urls.current(res, team, request.match_info["file_id"])
+    return web.json_response(serialize.url_stats(stats))
+
+
+async def list_audit_events(request: web.Request) -> web.Response:
+    res = context.resources(request)
+    limit = _int_param(request, "limit")
+    page = await audit.list_events(
+        res.db,
+        context.caller(request).team,
+        file_id=request.query.get("file_id") or None,
+        after=_int_param(request, "after"),
+        limit=pagination.DEFAULT_PAGE_SIZE if limit is None else limit,
+        limit_max=res.settings.list_limit_max,
+    )
+    return web.json_response(serialize.audit_event_list(page))

@@ -31,6 +31,7 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 from rich.table import Table
+from rich.text import Text
 
 from cli.durations import DURATION, format_duration
 from cli.rest_client import ApiError, FilesApi, Json
@@ -135,16 +136,33 @@ def when(ts: int | None) -> str:
     return "" if ts is None else datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M")
 
 
-def files_table(rows: list[Json]) -> Table:
-    table = Table("id", "name", "size", "created", "expires", "public url", box=None)
+def when_exactly(ts: int | None) -> str:
+    return "" if ts is None else datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def files_table(rows: list[Json], hits: dict[str, int] | None = None) -> Table:
+    """Files as rows; with `hits` (file id → the URL's hits), a hits column too."""
+    columns = ["id", "name", "size", "created", "expires", "public url"]
+    table = Table(*columns, *(["hits"] if hits is not None else []), box=None)
     for f in rows:
         url = f.get("public_url") or ""
         if url and f.get("public_url_expires_at"):
             url += f"  (until {when(f['public_url_expires_at'])})"
-        table.add_row(
-            f["id"], f["filename"], decimal(f["bytes"]), when(f["created_at"]),
+        cells = [
+            f["id"], Text(f["filename"]), decimal(f["bytes"]), when(f["created_at"]),
             when(f.get("expires_at")), url,
-        )  # fmt: skip
+        ]  # fmt: skip
+        if hits is not None:
+            cells.append(str(hits[f["id"]]) if f["id"] in hits else "")
+        table.add_row(*cells)
+    return table
+
+
+def details_table(rows: tuple[tuple[str, str], ...]) -> Table:
+    """One thing's fields, a name and a value a line; values are text, never markup."""
+    table = Table(show_header=False, box=None)
+    for name, value in rows:
+        table.add_row(name, Text(value))
     return table
 
 
@@ -244,12 +262,33 @@ def ls(
             return [f async for f in pages]
 
     found = run(collect())
+    hits = run(_url_hits(target, found)) if shared else None
     if target.as_json:
+        if hits is not None:
+            found = [{**f, "public_url_hits": hits.get(f["id"])} for f in found]
         emit_json(found)
     elif found:
-        stdout().print(files_table(found))
+        stdout().print(files_table(found, hits))
     else:
         click.echo("no files", err=True)
+
+
+async def _url_hits(target: Target, found: list[Json]) -> dict[str, int]:
+    """Each listed URL's hits (a URL that died since the listing has none)."""
+    limit = asyncio.Semaphore(8)
+
+    async def one(api: FilesApi, file_id: str) -> tuple[str, int | None]:
+        async with limit:
+            try:
+                return file_id, (await api.public_url(file_id))["hits"]
+            except ApiError as exc:
+                if exc.status != 404:
+                    raise
+                return file_id, None
+
+    async with target.client() as api:
+        pairs = await asyncio.gather(*(one(api, f["id"]) for f in found if f.get("public_url")))
+    return {file_id: n for file_id, n in pairs if n is not None}
 
 
 @command
@@ -260,8 +299,7 @@ def get(target: Target, file_id: str) -> None:
     if target.as_json:
         emit_json(f)
         return
-    table = Table(show_header=False, box=None)
-    for name, value in (
+    details = (
         ("id", f["id"]),
         ("name", f["filename"]),
         ("size", f"{decimal(f['bytes'])} ({f['bytes']} bytes)"),
@@ -270,9 +308,8 @@ def get(target: Target, file_id: str) -> None:
         ("expires", when(f.get("expires_at")) or "never"),
         ("public url", f.get("public_url") or ""),
         ("public url expires", when(f.get("public_url_expires_at")) if f.get("public_url") else ""),
-    ):
-        table.add_row(name, value)
-    stdout().print(table)
+    )
+    stdout().print(details_table(details))
 
 
 @command
@@ -372,6 +409,61 @@ def unshare(target: Target, file_id: str) -> None:
         click.echo(f"revoked {result['public_url']}")
     else:
         click.echo(f"{file_id} had no public URL")
+
+
+@command
+@click.argument("file_id")
+def stats(target: Target, file_id: str) -> None:
+    """Show the file's public URL with its hits, bytes sent and last access."""
+    u = run(_call(target, lambda api: api.public_url(file_id)))
+    if target.as_json:
+        emit_json(u)
+        return
+    details = (
+        ("public url", u["public_url"]),
+        ("created", when_exactly(u["created_at"])),
+        ("expires", when_exactly(u.get("expires_at")) or "never"),
+        ("hits", str(u["hits"])),
+        ("bytes sent", f"{decimal(u['bytes_sent'])} ({u['bytes_sent']} bytes)"),
+        ("last access", when_exactly(u.get("last_accessed_at")) or "never"),
+    )
+    stdout().print(details_table(details))
+
+
+@command
+@click.argument("file_id")
+@click.option("--limit", type=click.IntRange(min=1), help="At most this many events.")
+def history(target: Target, file_id: str, limit: int | None) -> None:
+    """Show who changed the file and its public URLs, newest first."""
+
+    async def collect() -> list[Json]:
+        async with target.client() as api:
+            return [e async for e in api.iter_audit_events(file_id, limit)]
+
+    events = run(collect())
+    if target.as_json:
+        emit_json(events)
+        return
+    if not events:
+        click.echo(f"no history for {file_id}", err=True)
+        return
+    table = Table("when", "event", "actor", "token", "old expiry", "new expiry", box=None)
+    for e in events:
+        table.add_row(
+            when_exactly(e["created_at"]),
+            e["kind"],
+            Text(_actor(e["actor"])),
+            Text(f"{e['token_prefix']}…" if e.get("token_prefix") else ""),
+            when_exactly(e.get("old_expires_at")),
+            when_exactly(e.get("new_expires_at")),
+        )
+    stdout().print(table)
+
+
+def _actor(actor: Json) -> str:
+    if actor.get("kind") == "api_key":
+        return f"{actor.get('name') or ''} (key {actor.get('key_id')})".strip()
+    return str(actor.get("name") or actor.get("kind") or "")
 
 
 # --- helpers ---------------------------------------------------------------------------------

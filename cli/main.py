@@ -112,7 +112,7 @@ def worker(check: bool) -> None:
 @click.option("--workers", type=int, default=None, help="Processes on one port (SO_REUSEPORT).")
 def edge(workers: int | None) -> None:
     """Serve public URLs (GET/HEAD /<token>/<name>)."""
-    from cdn_edge.main import run_edge
+    from cdn_edge.supervisor import run_edge
 
     settings = _settings("edge")
     run_edge(settings, workers or settings.edge_workers)
@@ -209,11 +209,12 @@ def create_team(name: str) -> None:
 
 @admin.command("create-key")
 @click.option("--team", "team_name", required=True)
-def create_key(team_name: str) -> None:
+@click.option("--name", default=None, help="Who uses the key; the audit trail shows it.")
+def create_key(team_name: str, name: str | None) -> None:
     """Create an API key; prints only the key (store it: it is not shown again)."""
     from shared import teams
 
-    click.echo(run_async(lambda: _with_db(lambda db: teams.create_key(db, team_name))))
+    click.echo(run_async(lambda: _with_db(lambda db: teams.create_key(db, team_name, name))))
 
 
 @admin.command("list-keys")
@@ -221,16 +222,18 @@ def create_key(team_name: str) -> None:
 def list_keys(team_name: str | None) -> None:
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     from shared import teams
 
     keys = run_async(lambda: _with_db(lambda db: teams.list_keys(db, team_name)))
-    table = Table("id", "team", "key prefix", "created", "revoked")
+    table = Table("id", "team", "key prefix", "name", "created", "revoked")
     for k in keys:
         table.add_row(
             str(k.id),
-            k.team,
+            Text(k.team),
             k.prefix + "…",
+            Text(k.name or ""),
             *_created_revoked(k.created_at, k.revoked_at),
         )
     Console().print(table)
@@ -260,6 +263,7 @@ def create_ops_token(name: str | None) -> None:
 def list_ops_tokens() -> None:
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     from shared import ops_tokens
 
@@ -268,7 +272,7 @@ def list_ops_tokens() -> None:
     for t in tokens:
         table.add_row(
             str(t.id),
-            t.name or "",
+            Text(t.name or ""),
             t.prefix + "…",
             *_created_revoked(t.created_at, t.revoked_at),
         )

@@ -147,6 +147,7 @@ def run_stack() -> int:
         console.print("[bold]filecdn[/]: starting the stack…")
         base = dict(os.environ)
         base.setdefault("LOG_FORMAT", "console")
+        base.setdefault("EDGE_DRAIN_DELAY", "0")  # no load balancer to wait for on one machine
         # The ops listeners show every team's traffic: on one machine, only to itself.
         base["OPS_HOST"] = "127.0.0.1"
         env = stack_environment(sup, data_dir, base)

@@ -21,6 +21,7 @@ import prometheus_client
 import redis.asyncio as aioredis
 import structlog
 from prometheus_client import Counter
+from redis.asyncio.client import Pipeline
 from redis.exceptions import RedisError
 
 from shared.series import STATE_PREFIX
@@ -60,12 +61,21 @@ async def add(
     redis: aioredis.Redis, counts: Mapping[str, int], retention: int, at: float | None = None
 ) -> None:
     """Add counts to the current minute's bucket in one round trip."""
-    key = bucket_key(at)
     pipe = redis.pipeline(transaction=False)
+    add_to_pipeline(pipe, counts, retention, at)
+    await pipe.execute()
+
+
+def add_to_pipeline(
+    pipe: Pipeline, counts: Mapping[str, int], retention: int, at: float | None = None
+) -> None:
+    """Queue adding counts to the current minute's bucket on a pipeline the caller executes."""
+    if not counts:
+        return
+    key = bucket_key(at)
     for name, n in counts.items():
         pipe.hincrby(key, name, n)
     pipe.expire(key, retention)
-    await pipe.execute()
 
 
 async def count(res: Resources, name: str, n: int = 1) -> None:

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     import aiohttp
 
     from shared.resources import Resources
+    from tests.helpers import Cli, OwnRedis
 
 # Lowered so that expiry runs end to end in seconds; one test checks the real defaults.
 TEST_LIMITS = {
@@ -52,6 +53,7 @@ class Stack:
     api_url: str
     edge_url: str
     grpc_target: str
+    edge_ops_url: str  # the edge's private listener: /metrics (all workers), /readyz
     ops_url: str  # the API's private listener: dashboard, /api/..., /metrics, /readyz
     ops_token: str  # an operator token for /api/...
     workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
@@ -88,7 +90,7 @@ def stack() -> Iterator[Stack]:
     try:
         env = stack_environment(sup, data_dir, _infra_env(), test_mode=True)
         api_port, grpc_port, edge_port = free_port(), free_port(), free_port()
-        ops_port = free_port()
+        edge_ops_port, ops_port = free_port(), free_port()
         env.update(TEST_LIMITS)
         env.update(
             {
@@ -98,6 +100,9 @@ def stack() -> Iterator[Stack]:
                 "PUBLIC_BASE_URL": f"http://127.0.0.1:{edge_port}",
                 "LOG_FORMAT": "json",
                 "EDGE_WORKERS": "2",
+                "EDGE_OPS_PORT": str(edge_ops_port),
+                # No load balancer watches /readyz here: stopping need not wait for one.
+                "EDGE_DRAIN_DELAY": "0",
                 "OPS_PORT": str(ops_port),
                 "WORKER_OPS_PORT": str(free_port()),
             }
@@ -123,6 +128,7 @@ def stack() -> Iterator[Stack]:
             f"http://127.0.0.1:{api_port}",
             f"http://127.0.0.1:{edge_port}",
             f"localhost:{grpc_port}",
+            f"http://127.0.0.1:{edge_ops_port}",
             f"http://127.0.0.1:{ops_port}",
             ops_token,
         )
@@ -140,6 +146,17 @@ async def res(stack: Stack) -> AsyncIterator[Resources]:
 
     async with open_resources(stack.settings) as r:
         yield r
+
+
+@pytest.fixture
+async def own_redis(stack: Stack) -> AsyncIterator[OwnRedis]:
+    """A Redis of the test's own, stopped after the test (edges pointed at it see no other)."""
+    from tests.helpers import OwnRedis
+
+    r = OwnRedis(stack, f"valkey-{uuid.uuid4().hex[:8]}")
+    yield r
+    await r.client.aclose()
+    r.stop()
 
 
 @dataclass
@@ -169,6 +186,16 @@ async def api(stack: Stack, team: TeamKey) -> AsyncIterator[aiohttp.ClientSessio
         base_url=stack.api_url, headers={"Authorization": f"Bearer {team.key}"}
     ) as session:
         yield session
+
+
+@pytest.fixture
+def cli(stack: Stack, team: TeamKey, tmp_path: Path) -> Cli:
+    """The `filecdn files` command, pointed at the stack as this test's team."""
+    from tests.helpers import Cli
+
+    env = {k: v for k, v in os.environ.items() if k not in ("XAI_API_KEY", "FILECDN_API_URL")}
+    env.update({"FILECDN_API_URL": stack.api_url, "XAI_API_KEY": team.key})
+    return Cli(env, tmp_path)
 
 
 @pytest.fixture

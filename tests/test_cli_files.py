@@ -5,70 +5,18 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import subprocess
-import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import pytest
 
 from cli.durations import format_duration, parse_duration
 from cli.embedded import free_port
-from tests.conftest import Stack, TeamKey
-from tests.helpers import fetch_sync, png, upload
+from tests.conftest import Stack
+from tests.helpers import Cli, fetch_sync, one_line_error, png, upload
 
 MISSING = "file_00000000-0000-4000-8000-000000000000"
-
-
-@dataclass
-class Cli:
-    """Runs `python -m cli files ...` with FILECDN_API_URL and XAI_API_KEY set."""
-
-    env: dict[str, str]
-    cwd: Path
-
-    def __call__(self, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "cli", "files", *args],
-            capture_output=True,
-            text=True,
-            env={**self.env, **env},
-            cwd=self.cwd,
-            timeout=60,
-        )
-
-    def json(self, *args: str) -> Any:
-        done = self(*args, "--json")
-        assert done.returncode == 0, done.stderr
-        return json.loads(done.stdout)
-
-    def bytes_out(self, *args: str) -> bytes:
-        done = subprocess.run(
-            [sys.executable, "-m", "cli", "files", *args],
-            capture_output=True,
-            env=self.env,
-            cwd=self.cwd,
-            timeout=60,
-        )
-        assert done.returncode == 0, done.stderr
-        return done.stdout
-
-
-@pytest.fixture
-def cli(stack: Stack, team: TeamKey, tmp_path: Path) -> Cli:
-    env = {k: v for k, v in os.environ.items() if k not in ("XAI_API_KEY", "FILECDN_API_URL")}
-    env.update({"FILECDN_API_URL": stack.api_url, "XAI_API_KEY": team.key})
-    return Cli(env, tmp_path)
-
-
-def one_line_error(done: subprocess.CompletedProcess[str], code: int = 1) -> str:
-    assert done.returncode == code, (done.returncode, done.stdout, done.stderr)
-    assert done.stderr.startswith("error: ") and done.stderr.count("\n") == 1, done.stderr
-    return done.stderr.removeprefix("error: ").strip()
 
 
 def test_a_files_whole_life_from_the_terminal(cli: Cli, tmp_path: Path) -> None:

@@ -25,7 +25,6 @@ import yaml
 from aiohttp import web
 from xai_sdk.proto import files_pb2
 
-from cdn_edge import app as edge_app
 from cli.main import main as cli
 from shared.settings import Settings
 
@@ -265,15 +264,19 @@ def test_grace_periods_cover_prestop_and_each_process_drain(docs: list[Doc]) -> 
     aiohttp_shutdown = (
         inspect.signature(web.BaseRunner.__init__).parameters["shutdown_timeout"].default
     )
-    drains = {
-        "api": API_GRPC_STOP_GRACE + aiohttp_shutdown,
-        "edge": edge_app._SHUTDOWN_GRACE,
-    }
     for deployment, pod in _pods(docs):
         process = _component(deployment)
+        container = _main_container(pod)
+        edge = Settings.from_env(
+            {k: v for k, v in _environment(docs, container).items() if v != "set"}
+        )
+        drains = {
+            "api": API_GRPC_STOP_GRACE + aiohttp_shutdown,
+            # SIGTERM: serve on with /readyz 503 for the delay, then let responses finish.
+            "edge": edge.edge_drain_delay + edge.edge_drain_timeout,
+        }
         if process not in drains:
             continue
-        container = _main_container(pod)
         command = container["lifecycle"]["preStop"]["exec"]["command"]
         assert command[0] == "sleep"
         need = int(command[1]) + drains[process] + CLOSE_MARGIN

@@ -79,6 +79,7 @@ def run_env() -> Iterator[tuple[Path, dict[str, str]]]:
         API_PORT=str(free_port()),
         GRPC_PORT=str(free_port()),
         EDGE_PORT=str(free_port()),
+        EDGE_OPS_PORT=str(free_port()),
         OPS_PORT=str(free_port()),
         WORKER_OPS_PORT=str(free_port()),
         LOG_FORMAT="json",

@@ -2,11 +2,11 @@
 Prometheus registry) and `/healthz`, a heartbeat of this process's own loops.
 
 Kubernetes restarts a worker whose `/healthz` fails, so it must fail exactly when this
-process is stuck: arq's poll loop, the event consumer or the reconcile loop has not come
-round for WORKER_STALL_SECONDS. Each loop beats once per turn (and per batch inside a long
-reconcile pass), including turns that failed because a dependency is down: a restart would
-not bring PostgreSQL, Redis or S3 back, so an outage is not a reason to fail. arq's own
-health key is per queue (any replica refreshes it), so it cannot say this.
+process is stuck: arq's poll loop, the event consumer, the reconcile loop or the link-stats
+fold has not come round for WORKER_STALL_SECONDS. Each loop beats once per turn (and per
+batch inside a long reconcile pass), including turns that failed because a dependency is
+down: a restart would not bring PostgreSQL, Redis or S3 back, so an outage is not a reason
+to fail. arq's own health key is per queue (any replica refreshes it), so it cannot say this.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from prometheus_client.registry import Collector
 from shared import metrics
 from shared.settings import Settings
 
-LOOPS = ("jobs", "events", "reconcile")
+LOOPS = ("jobs", "events", "reconcile", "links")
 
 
 class Heartbeat(Collector):

@@ -8,7 +8,8 @@ gone). Every step is idempotent and safe beside the API and other workers:
   no row at all for two passes (a create that failed after writing its entry);
 - overdue URLs and files are retired directly (their jobs may have been lost);
 - objects are deleted only for rows marked deleted, or with no row after a grace period
-  (an upload in progress has no row yet).
+  (an upload in progress has no row yet);
+- at the orphan sweep's cadence, rows past their retention are deleted (`retention.py`).
 
 Each pass is recorded for the operators: what it fixed, how long it took, or why it failed
 (`shared.ops_state.record_reconcile`, Prometheus, the per-minute buckets). The reconciler
@@ -32,6 +33,7 @@ from shared.resources import Resources
 from shared.unit_of_work import unit_of_work
 from worker import events as event_consumer
 from worker import metrics as observed
+from worker import retention
 from worker.failures import log_failure
 
 log = structlog.get_logger(__name__)
@@ -68,6 +70,7 @@ class Reconciler:
         if full or time.monotonic() >= self.next_sweep:
             self.next_sweep = time.monotonic() + self.res.settings.sweep_interval_seconds
             stats["objects_swept"] = await self.sweep_orphans()
+            stats |= await retention.sweep(self.res)
         if full:
             await event_consumer.ensure_group(self.res)
             stats["jobs_scheduled"] = await self.reschedule_jobs()

@@ -1,9 +1,10 @@
 """The arq `Worker`, built from our Settings: typed keywords, explicit timeouts and tries.
 
 `on_startup` opens the shared resources once and starts the stream consumer, the
-reconcile loop, the state sampler and the ops listener (WORKER_OPS_PORT) beside arq's job
-runner; `on_shutdown` stops them and closes everything. arq's poll loop beats the heartbeat
-once per turn (`HeartbeatWorker.heart_beat`, arq's own per-turn hook).
+reconcile loop, the link-stats fold, the state sampler and the ops listener
+(WORKER_OPS_PORT) beside arq's job runner; `on_shutdown` stops them and closes everything.
+arq's poll loop beats the heartbeat once per turn (`HeartbeatWorker.heart_beat`, arq's own
+per-turn hook); the other loops beat it themselves.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from arq.worker import Worker, func
 from shared import scheduling
 from shared.resources import open_resources
 from shared.settings import Settings
-from worker import events, jobs, ops, reconcile, samples
+from worker import events, jobs, link_stats_fold, ops, reconcile, samples
 
 # An expiry job is one short transaction (plus an event or a job after it).
 JOB_TIMEOUT_SECONDS = 60
@@ -69,6 +70,7 @@ def build_worker(settings: Settings) -> Worker:
             asyncio.create_task(
                 reconcile.loop(res, stop, lambda: heartbeat.beat("reconcile"), worker=name)
             ),
+            asyncio.create_task(link_stats_fold.loop(res, stop, lambda: heartbeat.beat("links"))),
             asyncio.create_task(samples.loop(res, stop)),
         ]
 
