@@ -1,6 +1,6 @@
 """The ops dashboard in a real browser (Debian's headless Chromium through Playwright, like
 tests/test_browser.py): an operator signs in with the token, real traffic shows up in the
-charts, no console errors, the token never leaves the tab except in Authorization headers.
+charts and the top links, no console errors, the token never leaves the tab except in Authorization headers.
 
 Screenshots (1400x1000) go to the stack's data dir, and also to $DASHBOARD_SCREENSHOTS
 when set (`DASHBOARD_SCREENSHOTS=docs` refreshes the README's docs/dashboard.png).
@@ -114,10 +114,12 @@ async def test_an_operator_signs_in_and_sees_the_traffic_in_the_charts(
 
         async def enough() -> bool:
             drawn[:] = await _charts_with_data(page)
-            return len(drawn) >= 8 and "expiry_lag" in drawn
+            # The worker folds the edges' per-link counts: the top links name our files.
+            links = await page.inner_text("#links")
+            return len(drawn) >= 9 and "expiry_lag" in drawn and "dash-" in links
 
-        await wait_for(enough, timeout=45, what="at least 8 charts with traffic")
-        assert {"edge_requests", "edge_bytes", "edge_cache", "edge_latency"} <= set(drawn)
+        await wait_for(enough, timeout=45, what="at least 9 charts with traffic, and top links")
+        assert {"edge_requests", "edge_bytes", "edge_cache", "edge_latency", "origin"} <= set(drawn)
         assert {"api_requests", "api_errors", "lifecycle"} <= set(drawn)
         # The tiles and tables say the same in numbers.
         tiles = await page.inner_text("#stats")

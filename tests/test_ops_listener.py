@@ -127,6 +127,9 @@ async def test_summary_counts_the_windows_traffic(
         assert after[group][name] >= before[group][name] + 1, (group, name)
     assert after["urls"]["active"] == before["urls"]["active"]
     assert after["edge"]["bytes"] >= before["edge"]["bytes"] + 3 * 3000
+    # The first GET of a new object reads it from S3 (the origin).
+    assert after["edge"]["origin"]["requests"] >= before["edge"]["origin"]["requests"] + 1
+    assert after["edge"]["origin"]["bytes"] >= before["edge"]["origin"]["bytes"] + 3000
     assert after["edge"]["latency_ms"]["p99"] is not None
     assert after["minutes"] == 5 and after["from"] < after["to"]
 
