@@ -1,6 +1,7 @@
 """The ops dashboard in a real browser (Debian's headless Chromium through Playwright, like
 tests/test_browser.py): an operator signs in with the token, real traffic shows up in the
-charts and the top links, no console errors, the token never leaves the tab except in Authorization headers.
+charts and the top links, no console errors, the token never leaves the tab except in
+Authorization headers.
 
 Screenshots (1400x1000) go to the stack's data dir, and also to $DASHBOARD_SCREENSHOTS
 when set (`DASHBOARD_SCREENSHOTS=docs` refreshes the README's docs/dashboard.png).
