@@ -170,12 +170,16 @@ def metrics(minutes: int, as_json: bool) -> None:
         )
         return
     columns = [f"{m // 3600 % 24:02d}:{m // 60 % 60:02d}" for m in sorted(buckets)]
-    table = Table("metric", *columns, "total", "/s")
+    table = Table()
+    table.add_column("metric", no_wrap=True)
+    for header in (*columns, "total", "/s"):
+        table.add_column(header, justify="right", no_wrap=True)
     for n in names:
         cells = [str(buckets[m].get(n, "")) for m in sorted(buckets)]
         rate = f"{rates[n]:.3g}" if n in rates else "(level)"
         table.add_row(n, *cells, str(totals[n]), rate)
-    Console().print(table)
+    # Piped, the table keeps its natural width (rich would squeeze it into 80 columns).
+    Console(width=None if sys.stdout.isatty() else 100_000).print(table)
 
 
 @main.group()

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 
 import aiohttp
 
-from cli.embedded import wait_until
+from cli.embedded import free_port, wait_until
 from shared.resources import Resources
 from tests.conftest import Stack, TeamKey, WorkerHandle
 from tests.helpers import call, png, snapshot, upload, wait_for
@@ -126,7 +125,8 @@ async def test_unknown_route_and_method_get_json_errors(
 
 
 def test_worker_liveness_check_follows_the_worker(stack: Stack) -> None:
-    env = {**stack.env, "ARQ_QUEUE_NAME": f"liveness-{time.monotonic_ns()}"}
+    """`filecdn worker --check` asks the worker on this machine's WORKER_OPS_PORT."""
+    env = {**stack.env, "WORKER_OPS_PORT": str(free_port())}
 
     def check() -> int:
         return subprocess.run(
@@ -136,10 +136,11 @@ def test_worker_liveness_check_follows_the_worker(stack: Stack) -> None:
             timeout=30,
         ).returncode
 
-    assert check() == 1  # nobody serves this queue yet
+    assert check() == 1  # no worker here yet
     worker = WorkerHandle(stack)
-    worker.start(ARQ_QUEUE_NAME=env["ARQ_QUEUE_NAME"])
+    worker.start(WORKER_OPS_PORT=env["WORKER_OPS_PORT"])
     try:
         wait_until(lambda: check() == 0, 20, "the worker reporting alive")
     finally:
         worker.stop()
+    assert check() == 1

@@ -134,9 +134,11 @@ async def test_worker_reports_expiry_lag_reconcile_passes_and_samples_levels(
         return body.decode()  # type: ignore[no-any-return]
 
     async def expired_and_reconciled() -> bool:
+        # The job may find the URL expired already (reconcile retires overdue rows too):
+        # any outcome shows that it ran, and how late.
         text = await scrape()
         return (
-            'filecdn_worker_jobs_total{function="expire_public_url",outcome="expired"}' in text
+            'filecdn_worker_jobs_total{function="expire_public_url",outcome=' in text
             and 'filecdn_worker_reconcile_runs_total{outcome="ok"}' in text
         )
 
