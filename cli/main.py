@@ -140,6 +140,8 @@ def metrics(minutes: int, as_json: bool) -> None:
     settings = _settings("metrics")
     if minutes < 1:
         raise click.UsageError("--minutes must be at least 1")
+    if not settings.redis_url:
+        raise click.UsageError("REDIS_URL is not set (with make run: set -a; . .filecdn/stack.env)")
 
     async def read() -> dict[int, dict[str, int]]:
         redis = create_redis(settings)
