@@ -6,12 +6,15 @@ from aiohttp import web
 
 from api import context, health, openapi, rest
 from api.middleware import authentication, error_mapping, request_context
+from api.request_metrics import RequestCounter
 from shared.resources import Resources
 
 MAX_REQUEST_LINE = 128 * 1024
 
 
-def build_app(res: Resources) -> web.Application:
+def build_app(res: Resources, requests: RequestCounter | None = None) -> web.Application:
+    """The public REST app: the Files API and `/healthz`; operations live on the ops
+    listener (`api/ops.py`)."""
     app = web.Application(
         middlewares=[request_context, error_mapping, authentication],
         client_max_size=1024 * 1024,  # JSON bodies; uploads stream past this limit
@@ -20,12 +23,11 @@ def build_app(res: Resources) -> web.Application:
         handler_args={"max_line_size": MAX_REQUEST_LINE},
     )
     app[context.RESOURCES] = res
+    app[context.REQUEST_COUNTER] = requests or RequestCounter()
     app.router.add_routes(
         [
             web.get("/healthz", health.healthz),
             web.get("/openapi.json", openapi.handler(res.settings)),
-            web.get("/readyz", health.readyz),
-            web.get("/metrics", health.metrics),
             web.post("/v1/files", rest.upload_file),
             web.get("/v1/files", rest.list_files),
             web.get("/v1/files/{file_id}", rest.get_file),

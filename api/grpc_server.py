@@ -19,6 +19,7 @@ from xai_sdk.proto import files_pb2, files_pb2_grpc
 
 from api.auth import authenticate
 from api.errors import grpc_status
+from api.request_metrics import RequestCounter
 from shared import files, pagination, public_urls, rules
 from shared.actors import Caller
 from shared.errors import InvalidArgument, Unavailable
@@ -123,9 +124,10 @@ class _Call:
     """One RPC, around its handler: binds its request id, turns an exception into its
     status (`context.abort`), and logs one line with the outcome and the time taken."""
 
-    def __init__(self, method: str, context: Any) -> None:
+    def __init__(self, method: str, context: Any, requests: RequestCounter) -> None:
         self.method = method
         self.context = context
+        self.requests = requests
         self.code = grpc.StatusCode.OK
         self.started = time.perf_counter()
         structlog.contextvars.bind_contextvars(request_id=_request_id(context))
@@ -143,19 +145,16 @@ class _Call:
                 self.code, details = grpc_status(exc)
                 await self.context.abort(self.code, details)  # raises AbortError
         finally:
-            log.info(
-                "rpc",
-                method=self.method,
-                code=self.code.name,
-                ms=round((time.perf_counter() - self.started) * 1000, 1),
-            )
+            elapsed = time.perf_counter() - self.started
+            self.requests.grpc(self.method, self.code, elapsed)
+            log.info("rpc", method=self.method, code=self.code.name, ms=round(elapsed * 1000, 1))
             structlog.contextvars.unbind_contextvars("request_id")
 
 
 def unary(fn: UnaryHandler[S]) -> UnaryHandler[S]:
     @functools.wraps(fn)
     async def handler(self: S, request: Any, context: Any) -> Any:
-        async with _Call(fn.__name__, context):
+        async with _Call(fn.__name__, context, self.requests):
             return await fn(self, request, context)
 
     return handler
@@ -165,7 +164,7 @@ def server_stream(fn: StreamHandler[S]) -> StreamHandler[S]:
     # An async generator itself, so that grpc.aio serves it as a response stream.
     @functools.wraps(fn)
     async def handler(self: S, request: Any, context: Any) -> AsyncIterator[Any]:
-        async with _Call(fn.__name__, context):
+        async with _Call(fn.__name__, context, self.requests):
             async for item in fn(self, request, context):
                 yield item
 
@@ -188,8 +187,9 @@ def _settle(task: asyncio.Task[Any]) -> None:
 class FilesService(files_pb2_grpc.FilesServicer):  # type: ignore[misc]  # xai_sdk is untyped
     """The seven RPCs of `xai_api.Files`; every one authenticates first."""
 
-    def __init__(self, res: Resources) -> None:
+    def __init__(self, res: Resources, requests: RequestCounter | None = None) -> None:
         self.res = res
+        self.requests = requests or RequestCounter()
         self._uploads: set[asyncio.Task[tuple[files.Upload, files.StoredFile]]] = set()
         self._retractions: set[asyncio.Task[None]] = set()
 
@@ -328,7 +328,9 @@ class FilesService(files_pb2_grpc.FilesServicer):  # type: ignore[misc]  # xai_s
         return out
 
 
-async def start(res: Resources, settings: Settings) -> grpc.aio.Server:
+async def start(
+    res: Resources, settings: Settings, requests: RequestCounter | None = None
+) -> grpc.aio.Server:
     """Serve `xai_api.Files` on GRPC_PORT, in the caller's event loop."""
     server = grpc.aio.server(
         options=[
@@ -336,7 +338,7 @@ async def start(res: Resources, settings: Settings) -> grpc.aio.Server:
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
         ]
     )
-    files_pb2_grpc.add_FilesServicer_to_server(FilesService(res), server)
+    files_pb2_grpc.add_FilesServicer_to_server(FilesService(res, requests), server)
     address = f"{settings.api_host}:{settings.grpc_port}"
     if server.add_insecure_port(address) == 0:
         raise RuntimeError(f"cannot listen for gRPC on {address}")

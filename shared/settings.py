@@ -69,6 +69,9 @@ class Settings(BaseSettings):
     sweep_grace_seconds: int = Field(default=3600, ge=1)
     # Listing the whole bucket is heavy: the orphan sweep runs at start, then this often.
     sweep_interval_seconds: int = Field(default=3600, ge=1)
+    # A worker whose job poll loop, event consumer, reconcile loop or link-stats fold has not
+    # come round for this long fails its /healthz (liveness): stuck, and a restart cures it.
+    worker_stall_seconds: float = Field(default=120.0, gt=0)
 
     # Audit trail and per-link stats (the worker folds the edges' counts and sweeps).
     audit_retention_days: int = Field(default=365, ge=1)

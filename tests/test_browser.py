@@ -18,10 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import html
-import os
-import shutil
 import struct
-import subprocess
 import uuid
 import zlib
 from collections.abc import AsyncIterator, Iterator
@@ -49,19 +46,6 @@ Response = playwright_api.Response
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = Path("/usr/bin/chromium")
-INSTALL_HINT = "apt-get install -y --no-install-recommends chromium  (as root, Debian)"
-APT_TIMEOUT = 900.0
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 # 6 s of 640x360 H.264 (Main), a keyframe every second, moov at the end (no faststart), so
 # that the browser must issue Range requests to start playing at all. See tests/data/README.
 SAMPLE_MP4 = Path(__file__).parent / "data" / "sample.mp4"
@@ -96,58 +80,6 @@ def make_png(width: int, height: int) -> bytes:
         + chunk(b"IDAT", zlib.compress(raw, 9))
         + chunk(b"IEND", b"")
     )
-
-
-# --- Chromium ---------------------------------------------------------------------------
-
-
-def _apt_install_chromium() -> str | None:
-    """Install Debian's chromium; None on success, else why it could not be done."""
-    if os.geteuid() != 0:
-        return "not root, so apt-get cannot install it"
-    if shutil.which("apt-get") is None:
-        return "apt-get is not available on this machine"
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    steps = (
-        ["apt-get", "update", "-q"],
-        ["apt-get", "install", "-y", "-q", "--no-install-recommends", "chromium"],
-    )
-    for argv in steps:
-        try:
-            done = subprocess.run(
-                argv, env=env, capture_output=True, text=True, timeout=APT_TIMEOUT, check=False
-            )
-        except subprocess.TimeoutExpired:
-            return f"`{' '.join(argv)}` did not finish within {APT_TIMEOUT:.0f}s"
-        if done.returncode != 0:
-            tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
-            return f"`{' '.join(argv)}` failed ({done.returncode}): {' / '.join(tail)}"
-    return None if CHROMIUM.exists() else f"apt-get succeeded but {CHROMIUM} is still missing"
-
-
-@pytest.fixture(scope="session")
-def chromium_path() -> Path:
-    """Debian's Chromium, installed once per session if it is missing and we can."""
-    if not CHROMIUM.exists():
-        why = _apt_install_chromium()
-        if why is not None:
-            pytest.skip(
-                f"headless Chromium is missing at {CHROMIUM} ({why}); install: {INSTALL_HINT}"
-            )
-    return CHROMIUM
-
-
-@pytest.fixture(scope="module")
-async def browser(chromium_path: Path) -> AsyncIterator[Browser]:
-    # Playwright's launch() gives Chromium a fresh, temporary --user-data-dir of its own.
-    async with playwright_api.async_playwright() as pw:
-        b = await pw.chromium.launch(
-            executable_path=str(chromium_path), headless=True, args=CHROMIUM_ARGS
-        )
-        try:
-            yield b
-        finally:
-            await b.close()
 
 
 # --- the edge under test, with its access log -------------------------------------------

@@ -41,7 +41,7 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -292,11 +292,17 @@ class Folder:
         await pipe.execute()
 
 
-async def loop(res: Resources, stop: asyncio.Event) -> None:
-    """Fold every LINK_STATS_FOLD_INTERVAL until stopped; a failed pass is retried."""
+def _no_beat() -> None:
+    pass
+
+
+async def loop(res: Resources, stop: asyncio.Event, beat: Callable[[], None] = _no_beat) -> None:
+    """Fold every LINK_STATS_FOLD_INTERVAL until stopped; a failed pass is retried.
+    `beat` is called every turn (the worker's heartbeat)."""
     folder = Folder(res)
     interval = res.settings.link_stats_fold_interval
     while not stop.is_set():
+        beat()
         try:
             stats = await folder.fold_pass()
             if stats.keys:
