@@ -42,7 +42,7 @@ def contract_api(stack: Stack) -> Iterator[str]:
     one-second minimum lifetime would make fresh files vanish under schemathesis's checks."""
     port = free_port()
     env = {k: v for k, v in stack.env.items() if k not in TEST_LIMITS}
-    env.update({"API_PORT": str(port), "GRPC_PORT": str(free_port())})
+    env.update({"API_PORT": str(port), "GRPC_PORT": str(free_port()), "OPS_PORT": str(free_port())})
     stack.sup.start("contract-api", filecdn_argv("api"), env=env)
     try:
         wait_until(lambda: tcp_open("127.0.0.1", port), 60, "contract API")
