@@ -62,4 +62,4 @@ bench-tokens: $(STAMP)
 	$(BIN)/python bench/token_cache.py
 
 clean:
-	rm -rf $(VENV) .filecdn .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .filecdn .pytest_cache .mypy_cache .ruff_cache .hypothesis .schemathesis

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from api.request_metrics import RequestCounter
 from shared.actors import Caller
 from shared.resources import Resources
 
 RESOURCES = web.AppKey("resources", Resources)
+REQUEST_COUNTER = web.AppKey("request_counter", RequestCounter)
 _CALLER = web.RequestKey("caller", Caller)
 
 

@@ -26,6 +26,7 @@ PHRASES = {
     "NOT_FOUND": "Some requested entity was not found",
     "UNAUTHENTICATED": "The request does not have valid authentication credentials for the "
     "operation",
+    "PERMISSION_DENIED": "The caller does not have permission to execute the specified operation",
     "RESOURCE_EXHAUSTED": "Some resource has been exhausted",
     "UNAVAILABLE": "The service is currently unavailable",
     "UNIMPLEMENTED": "The operation is not implemented or is not supported/enabled in this service",

@@ -19,6 +19,7 @@ from xai_sdk.proto import files_pb2, files_pb2_grpc
 
 from api.auth import authenticate
 from api.errors import grpc_status
+from api.request_metrics import RequestCounter
 from shared import files, pagination, public_urls, rules
 from shared.actors import Caller
 from shared.errors import InvalidArgument, Unavailable
@@ -123,9 +124,10 @@ class _Call:
     """One RPC, around its handler: binds its request id, turns an exception into its
     status (`context.abort`), and logs one line with the outcome and the time taken."""
 
-    def __init__(self, method: str, context: Any) -> None:
+    def __init__(self, method: str, context: Any, requests: RequestCounter) -> None:
         self.method = method
         self.context = context
+        self.requests = requests
         self.code = grpc.StatusCode.OK
         self.started = time.perf_counter()
         structlog.contextvars.bind_contextvars(request_id=_request_id(context))
@@ -143,19 +145,16 @@ class _Call:
                 self.code, details = grpc_status(exc)
                 await self.context.abort(self.code, details)  # raises AbortError
         finally:
-            log.info(
-                "rpc",
-                method=self.method,
-                code=self.code.name,
-                ms=round((time.perf_counter() - self.started) * 1000, 1),
-            )
+            elapsed = time.perf_counter() - self.started
+            self.requests.grpc(self.method, self.code, elapsed)
+            log.info("rpc", method=self.method, code=self.code.name, ms=round(elapsed * 1000, 1))
             structlog.contextvars.unbind_contextvars("request_id")
 
 
 def unary(fn: UnaryHandler[S]) -> UnaryHandler[S]:
     @functools.wraps(fn)
     async def handler(self: S, request: Any, context: Any) -> Any:
-        async with _Call(fn.__name__, context):
+        async with _Call(fn.__name__, context, self.requests):
             return await fn(self, request, context)
 
     return handler
@@ -165,7 +164,7 @@ def server_stream(fn: StreamHandler[S]) -> StreamHandler[S]:
     # An async generator itself, so that grpc.aio serves it as a response stream.
     @functools.wraps(fn)
     async def handler(self: S, request: Any, context: Any) -> AsyncIterator[Any]:
-        async with _Call(fn.__name__, context):
+        async with _Call(fn.__name__, context, self.requests):
             async for item in fn(self, request, context):
                 yield item
 
@@ -188,9 +187,11 @@ def _settle(task: asyncio.Task[Any]) -> None:
 class FilesService(files_pb2_grpc.FilesServicer):  # type: ignore[misc]  # xai_sdk is untyped
     """The seven RPCs of `xai_api.Files`; every one authenticates first."""
 
-    def __init__(self, res: Resources) -> None:
+    def __init__(self, res: Resources, requests: RequestCounter | None = None) -> None:
         self.res = res
-        self._uploads: set[asyncio.Task[files.StoredFile]] = set()
+        self.requests = requests or RequestCounter()
+        self._uploads: set[asyncio.Task[tuple[files.Upload, files.StoredFile]]] = set()
+        self._retractions: set[asyncio.Task[None]] = set()
 
     async def _caller(self, context: Any) -> Caller:
         return await authenticate(self.res.db, _metadata(context, "authorization"))
@@ -207,15 +208,28 @@ class FilesService(files_pb2_grpc.FilesServicer):  # type: ignore[misc]  # xai_s
         receiving.add_done_callback(self._uploads.discard)
         receiving.add_done_callback(_settle)
         try:
-            stored = await asyncio.shield(receiving)
+            _, stored = await asyncio.shield(receiving)
         except asyncio.CancelledError:
             gone.set()
+            if receiving.done() and not receiving.cancelled() and not receiving.exception():
+                # Committed just before the cancel reached us: the client never hears of it.
+                upload, _ = receiving.result()
+                retracting = asyncio.create_task(self._retract(upload))
+                self._retractions.add(retracting)
+                retracting.add_done_callback(self._retractions.discard)
+                retracting.add_done_callback(_settle)
             raise
         return file_message(stored, self.res.settings)
 
+    async def _retract(self, upload: files.Upload) -> None:
+        try:
+            await upload.retract()
+        except Exception as exc:
+            log.warning("cancelled upload not retracted", file_id=upload.file_id, error=str(exc))
+
     async def _receive_upload(
         self, caller: Caller, chunks: AsyncIterable[Any], gone: asyncio.Event
-    ) -> files.StoredFile:
+    ) -> tuple[files.Upload, files.StoredFile]:
         """One init, then data: streamed to S3; committed only if the client is still there."""
         upload: files.Upload | None = None
         expires_after: int | None = None
@@ -243,7 +257,11 @@ class FilesService(files_pb2_grpc.FilesServicer):  # type: ignore[misc]  # xai_s
             await upload.finish_bytes()
             if gone.is_set():  # the stream only looked complete: the client cancelled it
                 raise _ClientGone
-            return await upload.commit(expires_after=expires_after)
+            stored = await upload.commit(expires_after=expires_after)
+            if gone.is_set():  # cancelled while we committed
+                await upload.retract()
+                raise _ClientGone
+            return upload, stored
         finally:
             if upload is not None:
                 await upload.abort()  # a no-op once committed
@@ -310,7 +328,9 @@ class FilesService(files_pb2_grpc.FilesServicer):  # type: ignore[misc]  # xai_s
         return out
 
 
-async def start(res: Resources, settings: Settings) -> grpc.aio.Server:
+async def start(
+    res: Resources, settings: Settings, requests: RequestCounter | None = None
+) -> grpc.aio.Server:
     """Serve `xai_api.Files` on GRPC_PORT, in the caller's event loop."""
     server = grpc.aio.server(
         options=[
@@ -318,7 +338,7 @@ async def start(res: Resources, settings: Settings) -> grpc.aio.Server:
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
         ]
     )
-    files_pb2_grpc.add_FilesServicer_to_server(FilesService(res), server)
+    files_pb2_grpc.add_FilesServicer_to_server(FilesService(res, requests), server)
     address = f"{settings.api_host}:{settings.grpc_port}"
     if server.add_insecure_port(address) == 0:
         raise RuntimeError(f"cannot listen for gRPC on {address}")

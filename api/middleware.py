@@ -8,7 +8,6 @@ import uuid
 import structlog
 from aiohttp import web
 from aiohttp.typedefs import Handler
-from prometheus_client import Counter, Histogram
 
 from api import context
 from api.auth import authenticate
@@ -17,10 +16,8 @@ from shared import errors
 
 log = structlog.get_logger("api.access")
 
-REQUESTS = Counter("filecdn_api_requests_total", "REST requests", ["method", "route", "status"])
-LATENCY = Histogram("filecdn_api_request_seconds", "REST request latency", ["route"])
-
-_PUBLIC_PATHS = ("/healthz", "/readyz", "/metrics")
+# Probes: neither logged nor charted (they would drown the requests people make).
+_PROBES = ("/healthz",)
 
 
 @web.middleware
@@ -39,9 +36,8 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
         elapsed = time.perf_counter() - start
         route = request.match_info.route.resource
         route_name = route.canonical if route is not None else "unmatched"
-        REQUESTS.labels(request.method, route_name, str(status)).inc()
-        LATENCY.labels(route_name).observe(elapsed)
-        if request.path not in _PUBLIC_PATHS:
+        if request.path not in _PROBES:
+            request.app[context.REQUEST_COUNTER].rest(request.method, route_name, status, elapsed)
             log.info(
                 "request",
                 method=request.method,

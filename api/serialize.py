@@ -5,8 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from shared.audit import AuditEvent, EventPage
 from shared.files import Page, StoredFile
-from shared.public_urls import PublicUrl, Revocation
+from shared.public_urls import PublicUrl, Revocation, UrlStats
 from shared.settings import Settings
 
 
@@ -54,3 +55,40 @@ def revocation(r: Revocation) -> dict[str, Any]:
     if r.revoked and r.url:
         out["public_url"] = r.url
     return out
+
+
+def url_stats(u: UrlStats) -> dict[str, Any]:
+    return {
+        "file_id": u.file_id,
+        "public_url": u.url,
+        "expires_at": unix(u.expires_at),
+        "created_at": unix(u.created_at),
+        "hits": u.hits,
+        "bytes_sent": u.bytes_sent,
+        "last_accessed_at": unix(u.last_accessed_at),
+    }
+
+
+def audit_event(e: AuditEvent) -> dict[str, Any]:
+    return {
+        "id": e.id,
+        "object": "audit_event",
+        "kind": e.kind,
+        "file_id": e.file_id,
+        "created_at": unix(e.created_at),
+        "actor": {"kind": e.actor_kind, "key_id": e.actor_key_id, "name": e.actor_name},
+        "token_prefix": e.token_prefix,
+        "old_expires_at": unix(e.old_expires_at),
+        "new_expires_at": unix(e.new_expires_at),
+    }
+
+
+def audit_event_list(page: EventPage) -> dict[str, Any]:
+    data = [audit_event(e) for e in page.events]
+    return {
+        "object": "list",
+        "data": data,
+        "has_more": page.has_more,
+        "first_id": data[0]["id"] if data else None,
+        "last_id": data[-1]["id"] if data else None,
+    }

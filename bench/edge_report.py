@@ -6,7 +6,7 @@
   edge_report.py field KEY             print JSON field KEY of the object on stdin
   edge_report.py stack-env PID LOG DIR the environment `filecdn run` (PID) gave its edge, as
                                        NUL-separated KEY=VALUE (see stack_env)
-  edge_report.py verdict FILE [--edge NAME] [--nometrics NAME]
+  edge_report.py verdict FILE [--edge NAME] [--nometrics NAME] [--nolinkstats NAME]
                                        the issue's verdict table, in markdown, from the table
                                        peers.sh printed into FILE
 
@@ -139,12 +139,14 @@ def _fmt(v: float, unit: str, digits: int = 0) -> str:
     return "n/a" if math.isnan(v) else f"{v:,.{digits}f}{sep}{unit}".strip()
 
 
-def verdict(rows: dict[str, dict[str, float]], edge: str, nometrics: str) -> list[str]:
-    need = [edge, nometrics, "nginx-link", "nginx-cache", "origin"]
+def verdict(
+    rows: dict[str, dict[str, float]], edge: str, nometrics: str, nolinkstats: str
+) -> list[str]:
+    need = [edge, nometrics, nolinkstats, "nginx-link", "nginx-cache", "origin"]
     missing = [n for n in need if n not in rows]
     if missing:
         raise SystemExit(f"edge_report: peers.sh table lacks {', '.join(missing)}")
-    e, nm = rows[edge], rows[nometrics]
+    e, nm, nl = rows[edge], rows[nometrics], rows[nolinkstats]
     link, cache, origin = rows["nginx-link"], rows["nginx-cache"], rows["origin"]
 
     def ratio(a: float, b: float) -> float:
@@ -186,6 +188,12 @@ def verdict(rows: dict[str, dict[str, float]], edge: str, nometrics: str) -> lis
         f"| {_fmt(e['small_rps'], '')} | {_fmt(nm['small_rps'], '')} "
         f"| {_fmt(cost * 100, '%', 1)} | < 5% (noisy) | {result(cost < 0.05, cost)} |"
     )
+    cost = 1 - ratio(e["small_rps"], nl["small_rps"])
+    lines.append(
+        f"| link stats cost (1 \u2212 on ÷ off), small req/s (EDGE_LINK_STATS=false as off) "
+        f"| {_fmt(e['small_rps'], '')} | {_fmt(nl['small_rps'], '')} "
+        f"| {_fmt(cost * 100, '%', 1)} | < 5% (noisy) | {result(cost < 0.05, cost)} |"
+    )
     return lines
 
 
@@ -203,6 +211,7 @@ def main() -> None:
     p.add_argument("file", type=Path)
     p.add_argument("--edge", default="edge")
     p.add_argument("--nometrics", default="edge_nometrics")
+    p.add_argument("--nolinkstats", default="edge_nolinkstats")
     a = ap.parse_args()
 
     if a.cmd == "files":
@@ -221,11 +230,12 @@ def main() -> None:
         sys.stdout.write("".join(f"{k}={v}\0" for k, v in env.items()))
     elif a.cmd == "verdict":
         text = a.file.read_text(errors="replace")
-        print("\n".join(verdict(parse_table(text), a.edge, a.nometrics)))
+        print("\n".join(verdict(parse_table(text), a.edge, a.nometrics, a.nolinkstats)))
         # peers.sh reports failed requests on stderr ("edge: 12 non-2xx on range"): wrk counts
         # them as served, so any of them makes that figure meaningless.
         for line in text.splitlines():
-            if re.match(rf"({re.escape(a.edge)}|{re.escape(a.nometrics)}): \d+ non-2xx", line):
+            names = "|".join(map(re.escape, (a.edge, a.nometrics, a.nolinkstats)))
+            if re.match(rf"({names}): \d+ non-2xx", line):
                 print(f"\n**Invalid figure**: {line.strip()} (wrk counts them as served).")
 
 

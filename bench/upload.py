@@ -105,7 +105,8 @@ def main() -> None:
     try:
         env = stack_environment(sup, work / "data", dict(os.environ), test_mode=True)
         port = free_port()
-        env.update(API_PORT=str(port), GRPC_PORT=str(free_port()), LOG_LEVEL="warning")
+        env.update(API_PORT=str(port), GRPC_PORT=str(free_port()), OPS_PORT=str(free_port()))
+        env.update(LOG_LEVEL="warning")
         asyncio.run(db.migrate(env["DATABASE_URL"]))
         key = asyncio.run(make_key(env["DATABASE_URL"]))
         api_proc = sup.start("api", filecdn_argv("api"), env=env)

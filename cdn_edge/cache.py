@@ -78,7 +78,8 @@ class MemoryCache:
         return True
 
 
-def _name(object_key: str, etag: str) -> str:
+def file_name(object_key: str, etag: str) -> str:
+    """The cache file of one version of an object (every version shares the key's prefix)."""
     return f"{_key_prefix(object_key)}{hashlib.sha256(etag.encode()).hexdigest()[:16]}"
 
 
@@ -162,7 +163,7 @@ class DiskCache:
         """This machine's copy of the object, opened for reading, or None if it has none."""
         if not self.admits(size):
             return None
-        name = _name(object_key, etag)
+        name = file_name(object_key, etag)
         path = self.directory / name
         try:
             f = io.FileIO(path, "r")
@@ -189,7 +190,7 @@ class DiskCache:
         """A writer for a copy of this object, unless one is being written by this process."""
         if not self.admits(size):
             return None
-        name = _name(object_key, etag)
+        name = file_name(object_key, etag)
         if name in self._filling:
             return None
         try:
@@ -199,9 +200,6 @@ class DiskCache:
             return None
         self._filling.add(name)
         return writer
-
-    def filling(self, object_key: str, etag: str) -> bool:
-        return _name(object_key, etag) in self._filling
 
     def _filled(self, name: str, size: int) -> None:
         self._filling.discard(name)

@@ -3,7 +3,8 @@
 Failures become `OriginError` with the status the client gets: 504 when S3 is too slow to
 answer within EDGE_S3_TIMEOUT, 502 for everything else (refused, reset, wrong status or
 length). Nothing here outlives a request except the shared fetch of a small object, which
-concurrent requests for the same object wait on together.
+concurrent requests for the same object wait on together. Every GET sent to S3 and every
+body byte read from it are counted (`filecdn_edge_origin_requests_total`, `..._bytes_total`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from collections.abc import AsyncIterator
 import aiohttp
 import structlog
 
+from cdn_edge.metrics import ORIGIN_BYTES, ORIGIN_REQUESTS, Counters
 from shared.storage import Storage
 
 log = structlog.get_logger(__name__)
@@ -41,10 +43,40 @@ def origin_error(exc: BaseException) -> OriginError:
     return OriginError(502, f"S3 failed: {exc!r}")
 
 
+class OriginBody:
+    """An S3 response's body, counted as it is read (`ORIGIN_BYTES`)."""
+
+    __slots__ = ("_resp", "_slot", "read_bytes")
+
+    def __init__(self, resp: aiohttp.ClientResponse, slot: memoryview) -> None:
+        self._resp = resp
+        self._slot = slot
+        self.read_bytes = 0
+
+    @property
+    def content_length(self) -> int | None:
+        return self._resp.content_length
+
+    async def chunks(self, size: int) -> AsyncIterator[bytes]:
+        async for chunk in self._resp.content.iter_chunked(size):
+            self._count(len(chunk))
+            yield chunk
+
+    async def read(self) -> bytes:
+        body = await self._resp.read()
+        self._count(len(body))
+        return body
+
+    def _count(self, n: int) -> None:
+        self._slot[ORIGIN_BYTES] += n
+        self.read_bytes += n
+
+
 class Origin:
-    def __init__(self, storage: Storage, timeout: float) -> None:
+    def __init__(self, storage: Storage, timeout: float, counters: Counters) -> None:
         self._storage = storage
         self._timeout = timeout
+        self._slot = counters.slot
         self._presigned: dict[str, tuple[str, float]] = {}
         self._fetches: dict[str, asyncio.Task[bytes]] = {}
 
@@ -63,24 +95,28 @@ class Origin:
     @contextlib.asynccontextmanager
     async def open(
         self, key: str, first: int | None = None, last: int | None = None
-    ) -> AsyncIterator[aiohttp.ClientResponse]:
+    ) -> AsyncIterator[OriginBody]:
         """The object (or bytes first..last) as a streamed response with the status checked.
 
         Waiting for the response head is bounded by the timeout; each later read is bounded
         by the session's socket read timeout. Leaving early closes the S3 connection.
         """
         headers = {} if first is None else {"Range": f"bytes={first}-{last}"}
+        self._slot[ORIGIN_REQUESTS] += 1
         try:
             async with asyncio.timeout(self._timeout):
                 resp = await self._storage.session.get(self._url(key), headers=headers)
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise origin_error(exc) from exc
+        body = OriginBody(resp, self._slot)
         try:
             expected = 200 if first is None else 206
             if resp.status != expected:
                 raise OriginError(502, f"S3 answered {resp.status} for {key}")
-            yield resp
+            yield body
         finally:
+            # Bytes that arrived but were never read (a client that left) cost egress too.
+            self._slot[ORIGIN_BYTES] += max(0, resp.content.total_bytes - body.read_bytes)
             if resp.content.at_eof():
                 resp.release()  # back to the pool for the next request
             else:
@@ -103,10 +139,10 @@ class Origin:
 
     async def _fetch(self, key: str, size: int) -> bytes:
         try:
-            async with asyncio.timeout(self._timeout), self.open(key) as resp:
-                if resp.content_length != size:
-                    raise OriginError(502, f"S3 has {resp.content_length} bytes, record {size}")
-                body = await resp.read()
+            async with asyncio.timeout(self._timeout), self.open(key) as src:
+                if src.content_length != size:
+                    raise OriginError(502, f"S3 has {src.content_length} bytes, record {size}")
+                body = await src.read()
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise origin_error(exc) from exc
         if len(body) != size:

@@ -8,20 +8,23 @@ import re
 import click
 
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-_PART = re.compile(r"(\d+)([smhdw])")
-_WHOLE = re.compile(r"(?:\d+[smhdw])+")
+# ASCII digits only (`\d` and str.isdigit also take superscripts and other scripts' digits),
+# and few enough for int().
+_NUMBER = "[0-9]{1,15}"
+_PART = re.compile(f"({_NUMBER})([smhdw])")
+_WHOLE = re.compile(f"{_NUMBER}|(?:{_NUMBER}[smhdw])+")
 
 
 def parse_duration(text: str) -> int:
     """Seconds in `text`; ValueError with a readable reason if it is not a duration."""
     raw = text.strip().lower().replace(" ", "")
-    if raw.isdigit():
-        return int(raw)
     if not _WHOLE.fullmatch(raw):
         raise ValueError(
             f"{text!r} is not a duration: use seconds or a number with a unit, "
             "s m h d w (e.g. 90s, 15m, 1h, 7d, 1d12h)"
         )
+    if raw.isdigit():
+        return int(raw)
     return sum(int(n) * UNITS[unit] for n, unit in _PART.findall(raw))
 
 

@@ -17,7 +17,7 @@ from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import IO, Any, TypeVar
 
 import click
 from rich.console import Console
@@ -31,6 +31,7 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 from rich.table import Table
+from rich.text import Text
 
 from cli.durations import DURATION, format_duration
 from cli.rest_client import ApiError, FilesApi, Json
@@ -135,25 +136,48 @@ def when(ts: int | None) -> str:
     return "" if ts is None else datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M")
 
 
-def files_table(rows: list[Json]) -> Table:
-    table = Table("id", "name", "size", "created", "expires", "public url", box=None)
+def when_exactly(ts: int | None) -> str:
+    return "" if ts is None else datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def text(value: object) -> Text:
+    """A table cell or line that shows exactly what it holds: the API's text (a file named
+    `[/bold].png`, say) is never read as Rich markup."""
+    return Text(str(value))
+
+
+def files_table(rows: list[Json], hits: dict[str, int] | None = None) -> Table:
+    """Files as rows; with `hits` (file id → the URL's hits), a hits column too."""
+    columns = ["id", "name", "size", "created", "expires", "public url"]
+    table = Table(*columns, *(["hits"] if hits is not None else []), box=None)
     for f in rows:
         url = f.get("public_url") or ""
         if url and f.get("public_url_expires_at"):
             url += f"  (until {when(f['public_url_expires_at'])})"
-        table.add_row(
-            f["id"], f["filename"], decimal(f["bytes"]), when(f["created_at"]),
-            when(f.get("expires_at")), url,
-        )  # fmt: skip
+        cells: list[Text | str] = [
+            text(f["id"]), text(f["filename"]), decimal(f["bytes"]), when(f["created_at"]),
+            when(f.get("expires_at")), text(url),
+        ]  # fmt: skip
+        if hits is not None:
+            cells.append(str(hits[f["id"]]) if f["id"] in hits else "")
+        table.add_row(*cells)
+    return table
+
+
+def details_table(rows: tuple[tuple[str, str], ...]) -> Table:
+    """One thing's fields, a name and a value a line; values are text, never markup."""
+    table = Table(show_header=False, box=None)
+    for name, value in rows:
+        table.add_row(name, text(value))
     return table
 
 
 @contextlib.contextmanager
-def progress_bars(target: Target) -> Iterator[Progress]:
-    """Bars on stderr, only for a person at a terminal."""
-    console = stderr()
+def progress_bars(target: Target, console: Console | None = None) -> Iterator[Progress]:
+    """Bars on stderr, only for a person at a terminal; each named by its file, as text."""
+    console = console or stderr()
     bars = Progress(
-        TextColumn("{task.description}"),
+        TextColumn("{task.description}", markup=False),
         BarColumn(),
         DownloadColumn(),
         TransferSpeedColumn(),
@@ -244,12 +268,33 @@ def ls(
             return [f async for f in pages]
 
     found = run(collect())
+    hits = run(_url_hits(target, found)) if shared else None
     if target.as_json:
+        if hits is not None:
+            found = [{**f, "public_url_hits": hits.get(f["id"])} for f in found]
         emit_json(found)
     elif found:
-        stdout().print(files_table(found))
+        stdout().print(files_table(found, hits))
     else:
         click.echo("no files", err=True)
+
+
+async def _url_hits(target: Target, found: list[Json]) -> dict[str, int]:
+    """Each listed URL's hits (a URL that died since the listing has none)."""
+    limit = asyncio.Semaphore(8)
+
+    async def one(api: FilesApi, file_id: str) -> tuple[str, int | None]:
+        async with limit:
+            try:
+                return file_id, (await api.public_url(file_id))["hits"]
+            except ApiError as exc:
+                if exc.status != 404:
+                    raise
+                return file_id, None
+
+    async with target.client() as api:
+        pairs = await asyncio.gather(*(one(api, f["id"]) for f in found if f.get("public_url")))
+    return {file_id: n for file_id, n in pairs if n is not None}
 
 
 @command
@@ -260,8 +305,7 @@ def get(target: Target, file_id: str) -> None:
     if target.as_json:
         emit_json(f)
         return
-    table = Table(show_header=False, box=None)
-    for name, value in (
+    details = (
         ("id", f["id"]),
         ("name", f["filename"]),
         ("size", f"{decimal(f['bytes'])} ({f['bytes']} bytes)"),
@@ -270,9 +314,8 @@ def get(target: Target, file_id: str) -> None:
         ("expires", when(f.get("expires_at")) or "never"),
         ("public url", f.get("public_url") or ""),
         ("public url expires", when(f.get("public_url_expires_at")) if f.get("public_url") else ""),
-    ):
-        table.add_row(name, value)
-    stdout().print(table)
+    )
+    stdout().print(details_table(details))
 
 
 @command
@@ -283,12 +326,14 @@ def get(target: Target, file_id: str) -> None:
     type=click.Path(path_type=Path, allow_dash=True),
     help="Where to write (a file, a directory, or - for stdout). Default: the file's name.",
 )
-def download(target: Target, file_id: str, output: Path | None) -> None:
-    """Download a file's bytes, with a progress bar."""
+@click.option("--force", is_flag=True, help="Overwrite a file that is already there.")
+def download(target: Target, file_id: str, output: Path | None, force: bool) -> None:
+    """Download a file's bytes, with a progress bar; never over an existing file unless
+    --force."""
     to_stdout = output is not None and str(output) == "-"
     if to_stdout and target.as_json:
         raise click.UsageError("--json and -o - both want stdout; choose one")
-    written, dest = run(_download(target, file_id, output, to_stdout))
+    written, dest = run(_download(target, file_id, output, to_stdout, force))
     if target.as_json:
         emit_json({"id": file_id, "path": str(dest), "bytes": written})
     elif not to_stdout:
@@ -296,36 +341,84 @@ def download(target: Target, file_id: str, output: Path | None) -> None:
 
 
 async def _download(
-    target: Target, file_id: str, output: Path | None, to_stdout: bool
+    target: Target, file_id: str, output: Path | None, to_stdout: bool, force: bool
 ) -> tuple[int, Path | None]:
     async with target.client() as api:
         meta = await api.get(file_id)
-        dest = None if to_stdout else _destination(output, meta)
+        dest = None if to_stdout else destination(output, meta, force)
         with progress_bars(target) as bars:
             task = bars.add_task(meta["filename"], total=meta["bytes"])
             advance = functools.partial(_advance, bars, task)
             if dest is None:
                 return await api.download(file_id, sys.stdout.buffer, advance), None
             part = dest.with_name(dest.name + ".part")
-            try:
-                with part.open("wb") as out:
-                    written = await api.download(file_id, out, advance)
-                os.replace(part, dest)  # all or nothing: no half-written file under its name
-            finally:
-                part.unlink(missing_ok=True)
+            with open_partial(part, force) as out:
+                written = await api.download(file_id, out, advance)
+                out.flush()
+                place(part, dest, force)  # all or nothing: no half-written file under its name
             return written, dest
 
 
-def _destination(output: Path | None, meta: Json) -> Path:
-    name = Path(meta["filename"]).name or meta["id"]  # never a path from the server
+def _exists(path: Path, hint: str) -> FileExistsError:
+    return FileExistsError(errno.EEXIST, f"already exists ({hint})", str(path))
+
+
+def destination(output: Path | None, meta: Json, force: bool) -> Path:
+    """Where the bytes go: -o as given (a directory: the file's name inside it), else the
+    file's name here. Never a path from the server, never over a file unless forced."""
+    name = Path(meta["filename"]).name
+    if name in ("", ".", ".."):
+        name = meta["id"]
     if output is None:
-        dest = Path(name)
-        if dest.exists():
-            raise FileExistsError(
-                errno.EEXIST, "already exists (choose where to write with -o)", str(dest)
-            )
-        return dest
-    return output / name if output.is_dir() else output
+        dest, hint = Path(name), "choose where to write with -o, or use --force"
+    else:
+        dest = output / name if output.is_dir() else output
+        hint = "use --force to overwrite it"
+    if not force and os.path.lexists(dest):
+        raise _exists(dest, hint)
+    return dest
+
+
+_PARTIAL_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+@contextlib.contextmanager
+def open_partial(part: Path, force: bool) -> Iterator[IO[bytes]]:
+    """A new `.part` file, ours alone: created exclusively and never through a link, so a
+    planted symlink or another download's partial file is never written to. With --force a
+    stale one is removed first (unlink removes a link, not what it points at). Removed
+    again unless it was moved into place."""
+    if force:
+        part.unlink(missing_ok=True)
+    try:
+        fd = os.open(part, _PARTIAL_FLAGS, 0o644)
+    except FileExistsError:
+        hint = "a download in progress, or left over: remove it or use --force"
+        raise _exists(part, hint) from None
+    try:
+        with os.fdopen(fd, "wb") as out:
+            yield out
+    finally:
+        part.unlink(missing_ok=True)  # ours: created above; gone already once placed
+
+
+def place(part: Path, dest: Path, force: bool) -> None:
+    """Move the finished download to its name; without --force, only if the name is still
+    free (a hard link fails if it exists, where a rename would replace it)."""
+    if force:
+        os.replace(part, dest)
+        return
+    try:
+        os.link(part, dest, follow_symlinks=False)
+    except FileExistsError:
+        hint = "it appeared during the download; use --force to overwrite it"
+        raise _exists(dest, hint) from None
+    except OSError:  # a filesystem without hard links: check, then rename
+        if os.path.lexists(dest):
+            raise _exists(dest, "use --force to overwrite it") from None
+        os.replace(part, dest)
+        return
+    part.unlink()
 
 
 @command
@@ -372,6 +465,61 @@ def unshare(target: Target, file_id: str) -> None:
         click.echo(f"revoked {result['public_url']}")
     else:
         click.echo(f"{file_id} had no public URL")
+
+
+@command
+@click.argument("file_id")
+def stats(target: Target, file_id: str) -> None:
+    """Show the file's public URL with its hits, bytes sent and last access."""
+    u = run(_call(target, lambda api: api.public_url(file_id)))
+    if target.as_json:
+        emit_json(u)
+        return
+    details = (
+        ("public url", u["public_url"]),
+        ("created", when_exactly(u["created_at"])),
+        ("expires", when_exactly(u.get("expires_at")) or "never"),
+        ("hits", str(u["hits"])),
+        ("bytes sent", f"{decimal(u['bytes_sent'])} ({u['bytes_sent']} bytes)"),
+        ("last access", when_exactly(u.get("last_accessed_at")) or "never"),
+    )
+    stdout().print(details_table(details))
+
+
+@command
+@click.argument("file_id")
+@click.option("--limit", type=click.IntRange(min=1), help="At most this many events.")
+def history(target: Target, file_id: str, limit: int | None) -> None:
+    """Show who changed the file and its public URLs, newest first."""
+
+    async def collect() -> list[Json]:
+        async with target.client() as api:
+            return [e async for e in api.iter_audit_events(file_id, limit)]
+
+    events = run(collect())
+    if target.as_json:
+        emit_json(events)
+        return
+    if not events:
+        click.echo(f"no history for {file_id}", err=True)
+        return
+    table = Table("when", "event", "actor", "token", "old expiry", "new expiry", box=None)
+    for e in events:
+        table.add_row(
+            when_exactly(e["created_at"]),
+            text(e["kind"]),
+            text(_actor(e["actor"])),
+            text(f"{e['token_prefix']}…" if e.get("token_prefix") else ""),
+            when_exactly(e.get("old_expires_at")),
+            when_exactly(e.get("new_expires_at")),
+        )
+    stdout().print(table)
+
+
+def _actor(actor: Json) -> str:
+    if actor.get("kind") == "api_key":
+        return f"{actor.get('name') or ''} (key {actor.get('key_id')})".strip()
+    return str(actor.get("name") or actor.get("kind") or "")
 
 
 # --- helpers ---------------------------------------------------------------------------------

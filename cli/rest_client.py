@@ -142,6 +142,27 @@ class FilesApi:
         body = {} if expires_after is None else {"expires_after": expires_after}
         return await self._json("POST", f"/v1/files/{file_id}/public-url", json=body)
 
+    async def public_url(self, file_id: str) -> Json:
+        """The file's live URL with its hits and bytes (a 404 ApiError when it has none)."""
+        return await self._json("GET", f"/v1/files/{file_id}/public-url")
+
+    async def iter_audit_events(
+        self, file_id: str | None = None, limit: int | None = None
+    ) -> AsyncIterator[Json]:
+        """The team's audit events (of one file, if given), newest first, page by page."""
+        params = {"file_id": file_id} if file_id else {}
+        remaining = limit
+        while remaining is None or remaining > 0:
+            params["limit"] = str(min(PAGE_MAX, remaining or PAGE_MAX))
+            page = await self._json("GET", "/v1/audit-events", params=params)
+            for event in page["data"][:remaining]:
+                yield event
+            if remaining is not None:
+                remaining -= len(page["data"])
+            if not page["data"] or not page.get("has_more"):
+                return
+            params["after"] = str(page["data"][-1]["id"])
+
     async def unshare(self, file_id: str) -> Json:
         return await self._json("POST", f"/v1/files/{file_id}/public-url/revoke")
 

@@ -4,7 +4,7 @@
 # requirements/tools.lock into .venv/tools). In order: render every overlay with kubectl
 # kustomize; validate against the oldest and newest Kubernetes we support; checkov (skips
 # named with reasons in deploy/checkov.yaml); hadolint; yamllint; promtool on every
-# PrometheusRule. Prints each step's time.
+# PrometheusRule, and its unit tests (`*.test.yaml`). Prints each step's time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -89,7 +89,7 @@ else
     promtool=$(command -v promtool || true)
     if [ -z "$promtool" ]; then
         # Debian's prometheus package, unpacked (not installed: that would start a server).
-        promtool=.venv/tools/prometheus/usr/bin/promtool
+        promtool=$PWD/.venv/tools/prometheus/usr/bin/promtool
         if [ ! -x "$promtool" ]; then
             (cd "$work" && { apt-get download prometheus 2>/dev/null ||
                 { apt-get update -qq && apt-get download prometheus; }; })
@@ -99,6 +99,12 @@ else
     "$promtool" --version | head -1
     # shellcheck disable=SC2086 # one path per line
     "$promtool" check rules $rules
+    step "promtool test rules"
+    # Each test file names the rule files above by their names in $work.
+    for test in deploy/components/*/*.test.yaml; do
+        cp "$test" "$work/"
+        (cd "$work" && "$promtool" test rules "$(basename "$test")")
+    done
 fi
 
 step "done"

@@ -46,6 +46,10 @@ class Unauthenticated(FilecdnError, http_status=401, grpc_code="UNAUTHENTICATED"
     """Missing, unknown or revoked API key."""
 
 
+class PermissionDenied(FilecdnError, http_status=403, grpc_code="PERMISSION_DENIED"):
+    """A valid credential of the wrong kind (a team's API key on the operators' API)."""
+
+
 class QuotaExceeded(FilecdnError, http_status=429, grpc_code="RESOURCE_EXHAUSTED"):
     """A per-team limit is reached (active public URLs)."""
 

@@ -190,6 +190,33 @@ class Upload:
         """Drop the upload; safe at any point, a no-op once committed."""
         await self._discard()
 
+    async def retract(self) -> None:
+        """Undo a commit nobody was told of, as if the upload had never happened.
+
+        grpc.aio ends a cancelled request stream as if it were complete and cancels the
+        handler only afterwards, so a client that cancels mid-stream can find us committing.
+        It never learns the file's id; unless a URL was made for the file meanwhile (then it
+        is somebody's file), its row, its audit rows and its object go.
+        """
+        if self._state != "committed":
+            return
+        self._state = "aborted"
+        async with self._res.db.acquire() as conn, conn.transaction():
+            locked = await conn.fetchval(
+                """SELECT id FROM files f WHERE id = $1
+                      AND NOT EXISTS (SELECT 1 FROM public_urls u WHERE u.file_id = f.id)
+                      FOR UPDATE""",
+                self.file_id,
+            )
+            if locked is None:
+                self._state = "committed"
+                return
+            await conn.execute("DELETE FROM audit_events WHERE file_id = $1", self.file_id)
+            await conn.execute("DELETE FROM files WHERE id = $1", self.file_id)
+        # A failed delete leaves an object with no row: the sweep removes it after its grace.
+        await self._res.storage.delete(self._writer.key)
+        log.info("upload aborted", file_id=self.file_id, bytes=self.size, after="commit")
+
     async def _discard(self) -> None:
         if self._state == "open":
             self._state = "aborted"

@@ -9,7 +9,10 @@ import uuid
 
 from shared.errors import InvalidArgument
 
-_FILE_ID = re.compile(r"^file_[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+# The whole id (fullmatch: `$` alone would let a trailing newline through); the OpenAPI
+# document states the same pattern.
+FILE_ID_PATTERN = "file_[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+_FILE_ID = re.compile(FILE_ID_PATTERN)
 API_KEY_PREFIX = "fcdn_"
 
 
@@ -19,13 +22,13 @@ def new_file_id() -> str:
 
 
 def check_file_id(file_id: str) -> str:
-    if not _FILE_ID.match(file_id):
+    if not _FILE_ID.fullmatch(file_id):
         raise InvalidArgument(f"malformed file id {file_id[:80]!r}: expected file_<uuid>")
     return file_id
 
 
 def is_file_id(file_id: str) -> bool:
-    return bool(_FILE_ID.match(file_id))
+    return bool(_FILE_ID.fullmatch(file_id))
 
 
 def object_key(file_id: str) -> str:

@@ -57,15 +57,21 @@ def page_size(q: ListQuery, limit_max: int) -> int:
     `order` and `sort_by` are checked again here for callers that build a ListQuery from
     unchecked strings (the transports check them first, with their own wording).
     """
-    if q.limit < 1:
-        raise InvalidArgument("limit must be at least 1")
+    limit = clamp_limit(q.limit, limit_max)
     if not is_order(q.order):
         raise InvalidArgument(f"order must be asc or desc, got {q.order!r}")
     if not is_sort_by(q.sort_by):
         raise InvalidArgument(
             f"sort_by must be one of created_at, filename, size, got {q.sort_by!r}"
         )
-    return min(q.limit, limit_max)
+    return limit
+
+
+def clamp_limit(limit: int, limit_max: int) -> int:
+    """A page's size as every list answers it: below 1 is an error, above the cap clamped."""
+    if limit < 1:
+        raise InvalidArgument("limit must be at least 1")
+    return min(limit, limit_max)
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,7 +23,7 @@ from typing import Any, Literal
 import asyncpg
 
 from shared import ids, rules, scheduling, sniff, token_cache
-from shared.actors import WORKER, Caller
+from shared.actors import WORKER, Caller, Team
 from shared.db import Connection
 from shared.errors import NotFound
 from shared.resources import Resources
@@ -35,6 +35,19 @@ from shared.unit_of_work import Change, ChangeKind, UnitOfWork, unit_of_work
 class PublicUrl:
     url: str
     expires_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class UrlStats:
+    """A file's live URL and what the edges served through it (folded by the worker)."""
+
+    file_id: str
+    url: str
+    expires_at: datetime | None
+    created_at: datetime
+    hits: int
+    bytes_sent: int
+    last_accessed_at: datetime | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +175,34 @@ async def create(
         await uow.cache_put(row["token"], record_for(file, row))
     return PublicUrl(
         url_for(res.settings, row["token"], file_id, file["sniffed_type"]), row["expires_at"]
+    )
+
+
+async def current(res: Resources, team: Team, file_id: str) -> UrlStats:
+    """The file's live URL with its counts; one NotFound for every reason there is none
+    (no URL, revoked, expired, file gone, unknown, another team's)."""
+    ids.check_file_id(file_id)
+    row = await res.db.fetchrow(
+        """SELECT u.token, u.expires_at, u.created_at, u.hits, u.bytes_sent,
+                  u.last_accessed_at, f.sniffed_type
+             FROM files f
+             JOIN public_urls u ON u.file_id = f.id AND u.revoked_at IS NULL
+                               AND (u.expires_at IS NULL OR u.expires_at > now())
+            WHERE f.id = $1 AND f.team_id = $2 AND f.deleted_at IS NULL
+              AND (f.expires_at IS NULL OR f.expires_at > now())""",
+        file_id,
+        team.id,
+    )
+    if row is None:
+        raise NotFound(f"file {file_id} has no public URL")
+    return UrlStats(
+        file_id=file_id,
+        url=url_for(res.settings, row["token"], file_id, row["sniffed_type"]),
+        expires_at=row["expires_at"],
+        created_at=row["created_at"],
+        hits=row["hits"],
+        bytes_sent=row["bytes_sent"],
+        last_accessed_at=row["last_accessed_at"],
     )
 
 

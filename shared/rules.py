@@ -16,6 +16,7 @@ from shared import sniff
 from shared.errors import FailedPrecondition, InvalidArgument, PayloadTooLarge, QuotaExceeded
 
 MAX_FILENAME = 1024
+MAX_PURPOSE = 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,9 +34,22 @@ class Limits:
 # --- files ------------------------------------------------------------------------------
 
 
+def check_text(what: str, text: str) -> str:
+    """Text PostgreSQL can store: no NUL, and valid Unicode (a header's undecodable byte
+    arrives as a lone surrogate, which the driver cannot encode: a 400, not a 500)."""
+    if "\x00" in text:
+        raise InvalidArgument(f"{what} must not contain NUL characters")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidArgument(f"{what} is not valid UTF-8") from None
+    return text
+
+
 def check_filename(name: str | None) -> str:
-    """The stored name: trimmed, non-empty, at most 1024 characters, no control characters."""
-    name = (name or "").strip()
+    """The stored name: trimmed, non-empty, at most 1024 characters, no control characters,
+    valid UTF-8."""
+    name = check_text("file name", (name or "").strip())
     if not name:
         raise InvalidArgument("the file needs a name")
     if len(name) > MAX_FILENAME or any(ord(c) < 32 for c in name):
@@ -43,6 +57,13 @@ def check_filename(name: str | None) -> str:
             "file name must be at most 1024 characters, without control characters"
         )
     return name
+
+
+def check_purpose(purpose: str) -> str:
+    """A free-form label, stored and echoed: at most 1024 characters of storable text."""
+    if len(purpose) > MAX_PURPOSE:
+        raise InvalidArgument(f"purpose must be at most {MAX_PURPOSE} characters")
+    return check_text("purpose", purpose)
 
 
 def check_upload_size(limits: Limits, size: int) -> None:
@@ -54,7 +75,7 @@ def check_upload_size(limits: Limits, size: int) -> None:
 
 def check_content_format(fmt: str | None, content_type: str) -> None:
     """A file's bytes are read as they are, or as text for text/* files."""
-    if fmt not in (None, "", "original", "text"):
+    if fmt not in (None, "original", "text"):
         raise InvalidArgument("format must be original or text")
     if fmt == "text" and not content_type.startswith("text/"):
         raise FailedPrecondition("format=text is only available for text/* files")
@@ -98,9 +119,12 @@ def upload_expires_after(fields: Mapping[str, str]) -> int | None:
 
 
 def json_expires_after(value: object) -> int | None:
-    """A JSON body's `expires_after`: an integer or null (a boolean is not a number here)."""
+    """A JSON body's `expires_after`: an integer or null. As in JSON Schema, 3600.0 is an
+    integer; a boolean is not a number here."""
     if value is None:
         return None
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
     if isinstance(value, bool) or not isinstance(value, int):
         raise InvalidArgument("expires_after must be an integer number of seconds or null")
     return value

@@ -76,6 +76,14 @@ class Settings(BaseSettings):
     sweep_grace_seconds: int = Field(default=3600, ge=1)
     # Listing the whole bucket is heavy: the orphan sweep runs at start, then this often.
     sweep_interval_seconds: int = Field(default=3600, ge=1)
+    # A worker whose job poll loop, event consumer, reconcile loop or link-stats fold has not
+    # come round for this long fails its /healthz (liveness): stuck, and a restart cures it.
+    worker_stall_seconds: float = Field(default=120.0, gt=0)
+
+    # Audit trail and per-link stats (the worker folds the edges' counts and sweeps).
+    audit_retention_days: int = Field(default=365, ge=1)
+    link_stats_retention_days: int = Field(default=8, ge=1)  # per-minute rollups only
+    link_stats_fold_interval: float = Field(default=1.0, gt=0)
 
     # Edge.
     edge_cache_control: str = "public, no-cache"
@@ -86,6 +94,11 @@ class Settings(BaseSettings):
     edge_s3_timeout: float = Field(default=10.0, gt=0)
     edge_redis_timeout: float = Field(default=2.0, gt=0)
     edge_metrics: bool = True  # per-minute counters in Redis, written once a second
+    edge_link_stats: bool = True  # hits and bytes per token, to Redis once a second
+    # SIGTERM: keep serving this long while /readyz answers 503 (load balancers notice), then
+    # close the listener and give responses under way edge_drain_timeout to finish.
+    edge_drain_delay: float = Field(default=5.0, ge=0)
+    edge_drain_timeout: float = Field(default=10.0, gt=0)
     edge_access_log: bool = False  # one JSON line per request (tokens shortened to 4 chars)
     edge_keepalive_timeout: float = Field(default=75.0, gt=0)
     # uvloop serves small objects faster; asyncio's loop has sendfile(2) for the disk cache.

@@ -16,6 +16,7 @@ __all__ = [
     "KeyInfo",
     "Team",
     "authenticate",
+    "check_key_name",
     "create_key",
     "create_team",
     "get_team",
@@ -31,6 +32,7 @@ class KeyInfo:
     prefix: str
     created_at: datetime
     revoked_at: datetime | None
+    name: str | None = None
 
 
 async def create_team(db: asyncpg.Pool, name: str) -> Team:
@@ -53,29 +55,44 @@ async def get_team(db: asyncpg.Pool, name: str) -> Team:
     return Team(row["id"], row["name"])
 
 
-async def create_key(db: asyncpg.Pool, team_name: str) -> str:
+def check_key_name(name: str | None) -> str | None:
+    """A key's optional name (shown in the audit trail): 1..200 characters once trimmed."""
+    if name is None:
+        return None
+    name = name.strip()
+    if not name or len(name) > 200:
+        raise InvalidArgument("key name must be 1..200 characters")
+    return name
+
+
+async def create_key(db: asyncpg.Pool, team_name: str, name: str | None = None) -> str:
     """Create an API key for the team and return it; only its hash is stored."""
+    name = check_key_name(name)
     team = await get_team(db, team_name)
     key = ids.new_api_key()
     await db.execute(
-        "INSERT INTO api_keys (team_id, key_hash, key_prefix) VALUES ($1, $2, $3)",
+        "INSERT INTO api_keys (team_id, key_hash, key_prefix, name) VALUES ($1, $2, $3, $4)",
         team.id,
         ids.hash_api_key(key),
         key[:12],
+        name,
     )
     return key
 
 
 async def list_keys(db: asyncpg.Pool, team_name: str | None = None) -> list[KeyInfo]:
     rows = await db.fetch(
-        """SELECT k.id, t.name, k.key_prefix, k.created_at, k.revoked_at
+        """SELECT k.id, t.name, k.key_prefix, k.created_at, k.revoked_at, k.name AS key_name
              FROM api_keys k JOIN teams t ON t.id = k.team_id
             WHERE $1::text IS NULL OR t.name = $1
             ORDER BY t.name, k.id""",
         team_name,
     )
     return [
-        KeyInfo(r["id"], r["name"], r["key_prefix"], r["created_at"], r["revoked_at"]) for r in rows
+        KeyInfo(
+            r["id"], r["name"], r["key_prefix"], r["created_at"], r["revoked_at"], r["key_name"]
+        )
+        for r in rows
     ]
 
 
@@ -93,12 +110,15 @@ async def revoke_key(db: asyncpg.Pool, key_or_id: str) -> KeyInfo:
         """UPDATE api_keys k SET revoked_at = coalesce(k.revoked_at, now())
              FROM teams t
             WHERE k.id = $1 AND t.id = k.team_id
-        RETURNING k.id, t.name, k.key_prefix, k.created_at, k.revoked_at""",
+        RETURNING k.id, t.name, k.key_prefix, k.created_at, k.revoked_at, k.name AS key_name""",
         key_id,
     )
     if row is None:
         raise NotFound("no such API key")
-    return KeyInfo(row["id"], row["name"], row["key_prefix"], row["created_at"], row["revoked_at"])
+    return KeyInfo(
+        row["id"], row["name"], row["key_prefix"], row["created_at"], row["revoked_at"],
+        row["key_name"],
+    )  # fmt: skip
 
 
 async def authenticate(db: asyncpg.Pool, key: str | None) -> Caller:
@@ -107,11 +127,12 @@ async def authenticate(db: asyncpg.Pool, key: str | None) -> Caller:
     if not key:
         raise Unauthenticated("missing API key: send Authorization: Bearer <key>")
     row = await db.fetchrow(
-        """SELECT t.id, t.name, k.id AS key_id, k.key_prefix
+        """SELECT t.id, t.name, k.id AS key_id, k.key_prefix, k.name AS key_name
              FROM api_keys k JOIN teams t ON t.id = k.team_id
             WHERE k.key_hash = $1 AND k.revoked_at IS NULL""",
         ids.hash_api_key(key),
     )
     if row is None:
         raise Unauthenticated("invalid or revoked API key")
-    return Caller(Team(row["id"], row["name"]), Actor.api_key(row["key_id"], row["key_prefix"]))
+    actor = Actor.api_key(row["key_id"], row["key_prefix"], row["key_name"])
+    return Caller(Team(row["id"], row["name"]), actor)

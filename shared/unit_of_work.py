@@ -12,7 +12,8 @@ and the worker's expiry jobs, event handler and reconcile) runs as
 Inside the transaction, atomic with the change:
 - the rows, written by the use case's own SQL (lock order: team, then file);
 - `record`: what changed (kind, file, token, old and new expiry) by whom (the actor). These
-  are the audit trail's rows: `_write_records` is where they are inserted, before commit;
+  are the audit trail's rows (`audit_events`), inserted by `_write_records` just before
+  commit (`shared/audit.py` reads them);
 - token-cache writes (`cache_put`, `cache_delete`), which go to Redis at once, before the
   commit and under the file's row lock. A create's entry exists before the API answers (the
   URL works the moment it is returned); a revoke's is gone before the commit (if the commit
@@ -121,8 +122,31 @@ class UnitOfWork:
         await self.res.tokens.delete(*tokens)
 
     async def _write_records(self) -> None:
-        """The changes' rows, atomic with the change. Until the audit table exists there is
-        nothing to write; then this is one `executemany` INSERT over `self.changes`."""
+        """The changes' rows in `audit_events`, atomic with the change: the last statement
+        of the transaction, so a change that rolls back leaves no trace of itself."""
+        if not self.changes:
+            return
+        actor = self.actor
+        await self.conn.executemany(
+            """INSERT INTO audit_events (team_id, file_id, kind, actor_kind, actor_key_id,
+                                         actor_name, token_prefix, old_expires_at,
+                                         new_expires_at)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)""",
+            [
+                (
+                    c.team_id,
+                    c.file_id,
+                    c.kind.value,
+                    actor.kind,
+                    actor.key_id,
+                    actor.name,
+                    None if c.token is None else c.token[:4],
+                    c.old_expires_at,
+                    c.new_expires_at,
+                )
+                for c in self.changes
+            ],
+        )
 
     # --- after commit -------------------------------------------------------------------
 

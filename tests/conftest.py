@@ -24,6 +24,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from hypothesis import HealthCheck
+from hypothesis import settings as hypothesis_settings
 
 from cli.embedded import Supervisor, free_port, stop_process, tcp_open, wait_until
 from shared.actors import Team
@@ -33,6 +35,20 @@ if TYPE_CHECKING:
     import aiohttp
 
     from shared.resources import Resources
+    from tests.helpers import Cli, OwnRedis
+
+# Property tests are part of the suite, not a search: the same examples every run (derandomize),
+# no example database, no per-example deadline on a busy 2-core machine. Each test names its
+# own max_examples.
+hypothesis_settings.register_profile(
+    "filecdn",
+    derandomize=True,
+    database=None,
+    deadline=None,
+    print_blob=False,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+hypothesis_settings.load_profile("filecdn")
 
 # Lowered so that expiry runs end to end in seconds; one test checks the real defaults.
 TEST_LIMITS = {
@@ -53,14 +69,21 @@ class Stack:
     api_url: str
     edge_url: str
     grpc_target: str
+    edge_ops_url: str  # the edge's private listener: /metrics (all workers), /readyz
+    ops_url: str  # the API's private listener: dashboard, /api/..., /metrics, /readyz
+    ops_token: str  # an operator token for /api/...
     workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    worker_ops_ports: dict[int, int] = field(default_factory=dict)  # pid -> WORKER_OPS_PORT
 
     def start_worker(self, **extra_env: str) -> subprocess.Popen[bytes]:
+        """A worker process; each gets a free WORKER_OPS_PORT unless one is given."""
         from cli.stack import filecdn_argv
 
         name = f"worker-{len(self.workers)}"
-        proc = self.sup.start(name, filecdn_argv("worker"), env={**self.env, **extra_env})
+        env = {**self.env, "WORKER_OPS_PORT": str(free_port()), **extra_env}
+        proc = self.sup.start(name, filecdn_argv("worker"), env=env)
         self.workers.append(proc)
+        self.worker_ops_ports[proc.pid] = int(env["WORKER_OPS_PORT"])
         return proc
 
 
@@ -75,13 +98,15 @@ def _infra_env() -> dict[str, str]:
 @pytest.fixture(scope="session")
 def stack() -> Iterator[Stack]:
     from cli.stack import filecdn_argv, stack_environment
-    from shared import db
+    from shared import db, ops_tokens
+    from shared.resources import open_resources
 
     data_dir = Path(tempfile.mkdtemp(prefix="filecdn-test-"))
     sup = Supervisor(data_dir / "logs")
     try:
         env = stack_environment(sup, data_dir, _infra_env(), test_mode=True)
         api_port, grpc_port, edge_port = free_port(), free_port(), free_port()
+        edge_ops_port, ops_port = free_port(), free_port()
         env.update(TEST_LIMITS)
         env.update(
             {
@@ -91,12 +116,24 @@ def stack() -> Iterator[Stack]:
                 "PUBLIC_BASE_URL": f"http://127.0.0.1:{edge_port}",
                 "LOG_FORMAT": "json",
                 "EDGE_WORKERS": "2",
+                "EDGE_OPS_PORT": str(edge_ops_port),
+                # No load balancer watches /readyz here: stopping need not wait for one.
+                "EDGE_DRAIN_DELAY": "0",
+                "OPS_PORT": str(ops_port),
+                "WORKER_OPS_PORT": str(free_port()),
             }
         )
         asyncio.run(db.migrate(env["DATABASE_URL"]))
+
+        async def new_ops_token() -> str:
+            async with open_resources(Settings.from_env(env)) as r:
+                return await ops_tokens.create(r.db, "test suite")
+
+        ops_token = asyncio.run(new_ops_token())
         sup.start("api", filecdn_argv("api"), env=env)
         sup.start("edge", filecdn_argv("edge"), env=env)
         wait_until(lambda: tcp_open("127.0.0.1", api_port), 60, "API")
+        wait_until(lambda: tcp_open("127.0.0.1", ops_port), 60, "API ops listener")
         wait_until(lambda: tcp_open("127.0.0.1", edge_port), 60, "edge")
         settings = Settings.from_env(env)
         yield Stack(
@@ -107,6 +144,9 @@ def stack() -> Iterator[Stack]:
             f"http://127.0.0.1:{api_port}",
             f"http://127.0.0.1:{edge_port}",
             f"localhost:{grpc_port}",
+            f"http://127.0.0.1:{edge_ops_port}",
+            f"http://127.0.0.1:{ops_port}",
+            ops_token,
         )
     finally:
         sup.close()
@@ -227,6 +267,17 @@ async def res(stack: Stack) -> AsyncIterator[Resources]:
         yield r
 
 
+@pytest.fixture
+async def own_redis(stack: Stack) -> AsyncIterator[OwnRedis]:
+    """A Redis of the test's own, stopped after the test (edges pointed at it see no other)."""
+    from tests.helpers import OwnRedis
+
+    r = OwnRedis(stack, f"valkey-{uuid.uuid4().hex[:8]}")
+    yield r
+    await r.client.aclose()
+    r.stop()
+
+
 @dataclass
 class TeamKey:
     team: Team
@@ -270,6 +321,16 @@ async def tapi(topology: Topology, team: TeamKey) -> AsyncIterator[aiohttp.Clien
 
 
 @pytest.fixture
+def cli(stack: Stack, team: TeamKey, tmp_path: Path) -> Cli:
+    """The `filecdn files` command, pointed at the stack as this test's team."""
+    from tests.helpers import Cli
+
+    env = {k: v for k, v in os.environ.items() if k not in ("XAI_API_KEY", "FILECDN_API_URL")}
+    env.update({"FILECDN_API_URL": stack.api_url, "XAI_API_KEY": team.key})
+    return Cli(env, tmp_path)
+
+
+@pytest.fixture
 async def anon(stack: Stack) -> AsyncIterator[aiohttp.ClientSession]:
     """An unauthenticated HTTP client (the API and, with full URLs, the edge)."""
     import aiohttp
@@ -305,6 +366,12 @@ class WorkerHandle:
         self.env = env or {}  # another stack's settings (a token-cache topology's)
         self.proc: subprocess.Popen[bytes] | None = None
 
+    @property
+    def ops_url(self) -> str:
+        """Its private listener: /metrics, /healthz (the heartbeat)."""
+        assert self.proc is not None, "the worker is not running"
+        return f"http://127.0.0.1:{self.stack.worker_ops_ports[self.proc.pid]}"
+
     def start(self, **extra_env: str) -> None:
         self.proc = self.stack.start_worker(**self.env, **extra_env)
 
@@ -318,3 +385,76 @@ class WorkerHandle:
             self.proc.send_signal(signal.SIGKILL)
             self.proc.wait()
             self.proc = None
+
+
+# --- headless Chromium (Debian's), for the browser tests ---------------------------------
+# Where it is missing the session installs it with apt-get when it can (root, apt-get
+# present), else those tests are skipped with the reason and the command that installs it.
+# Playwright never downloads a browser here.
+
+CHROMIUM = Path("/usr/bin/chromium")
+INSTALL_HINT = "apt-get install -y --no-install-recommends chromium  (as root, Debian)"
+APT_TIMEOUT = 900.0
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def _apt_install_chromium() -> str | None:
+    """Install Debian's chromium; None on success, else why it could not be done."""
+    if os.geteuid() != 0:
+        return "not root, so apt-get cannot install it"
+    if shutil.which("apt-get") is None:
+        return "apt-get is not available on this machine"
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    steps = (
+        ["apt-get", "update", "-q"],
+        ["apt-get", "install", "-y", "-q", "--no-install-recommends", "chromium"],
+    )
+    for argv in steps:
+        try:
+            done = subprocess.run(
+                argv, env=env, capture_output=True, text=True, timeout=APT_TIMEOUT, check=False
+            )
+        except subprocess.TimeoutExpired:
+            return f"`{' '.join(argv)}` did not finish within {APT_TIMEOUT:.0f}s"
+        if done.returncode != 0:
+            tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
+            return f"`{' '.join(argv)}` failed ({done.returncode}): {' / '.join(tail)}"
+    return None if CHROMIUM.exists() else f"apt-get succeeded but {CHROMIUM} is still missing"
+
+
+@pytest.fixture(scope="session")
+def chromium_path() -> Path:
+    """Debian's Chromium, installed once per session if it is missing and we can."""
+    if not CHROMIUM.exists():
+        why = _apt_install_chromium()
+        if why is not None:
+            pytest.skip(
+                f"headless Chromium is missing at {CHROMIUM} ({why}); install: {INSTALL_HINT}"
+            )
+    return CHROMIUM
+
+
+@pytest.fixture(scope="module")
+async def browser(chromium_path: Path) -> AsyncIterator[Any]:
+    """Headless Chromium driven by Playwright (a `playwright.async_api.Browser`)."""
+    playwright_api = pytest.importorskip(
+        "playwright.async_api", reason="Playwright is missing: pip install -e '.[dev]'"
+    )
+    # Playwright's launch() gives Chromium a fresh, temporary --user-data-dir of its own.
+    async with playwright_api.async_playwright() as pw:
+        b = await pw.chromium.launch(
+            executable_path=str(chromium_path), headless=True, args=CHROMIUM_ARGS
+        )
+        try:
+            yield b
+        finally:
+            await b.close()

@@ -10,18 +10,15 @@ Chromium comes from Debian (``/usr/bin/chromium``). Where it is missing the sess
 it with apt-get when it can (root, apt-get present), else every test here is skipped with the
 reason and the command that installs it. Playwright never downloads a browser here.
 
-The tests start their own edge process (same stack, own port) with ``EDGE_ACCESS_LOG=true``
+The tests start their own edge process (same stack, own ports) with ``EDGE_ACCESS_LOG=true``
 so that they can read the per-request log it writes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import html
-import json
-import os
-import shutil
 import struct
-import subprocess
 import uuid
 import zlib
 from collections.abc import AsyncIterator, Iterator
@@ -34,12 +31,11 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from cli.embedded import free_port, tcp_open, wait_until
-from cli.stack import filecdn_argv
+from cli.embedded import free_port
 from shared import teams
 from shared.resources import Resources
 from tests.conftest import Stack
-from tests.helpers import create, revoke, upload
+from tests.helpers import OwnEdge, create, own_edge, revoke, upload, wait_for
 
 playwright_api = pytest.importorskip(
     "playwright.async_api", reason="Playwright is missing: pip install -e '.[dev]'"
@@ -50,19 +46,6 @@ Response = playwright_api.Response
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = Path("/usr/bin/chromium")
-INSTALL_HINT = "apt-get install -y --no-install-recommends chromium  (as root, Debian)"
-APT_TIMEOUT = 900.0
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 # 6 s of 640x360 H.264 (Main), a keyframe every second, moov at the end (no faststart), so
 # that the browser must issue Range requests to start playing at all. See tests/data/README.
 SAMPLE_MP4 = Path(__file__).parent / "data" / "sample.mp4"
@@ -99,113 +82,13 @@ def make_png(width: int, height: int) -> bytes:
     )
 
 
-# --- Chromium ---------------------------------------------------------------------------
-
-
-def _apt_install_chromium() -> str | None:
-    """Install Debian's chromium; None on success, else why it could not be done."""
-    if os.geteuid() != 0:
-        return "not root, so apt-get cannot install it"
-    if shutil.which("apt-get") is None:
-        return "apt-get is not available on this machine"
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    steps = (
-        ["apt-get", "update", "-q"],
-        ["apt-get", "install", "-y", "-q", "--no-install-recommends", "chromium"],
-    )
-    for argv in steps:
-        try:
-            done = subprocess.run(
-                argv, env=env, capture_output=True, text=True, timeout=APT_TIMEOUT, check=False
-            )
-        except subprocess.TimeoutExpired:
-            return f"`{' '.join(argv)}` did not finish within {APT_TIMEOUT:.0f}s"
-        if done.returncode != 0:
-            tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
-            return f"`{' '.join(argv)}` failed ({done.returncode}): {' / '.join(tail)}"
-    return None if CHROMIUM.exists() else f"apt-get succeeded but {CHROMIUM} is still missing"
-
-
-@pytest.fixture(scope="session")
-def chromium_path() -> Path:
-    """Debian's Chromium, installed once per session if it is missing and we can."""
-    if not CHROMIUM.exists():
-        why = _apt_install_chromium()
-        if why is not None:
-            pytest.skip(
-                f"headless Chromium is missing at {CHROMIUM} ({why}); install: {INSTALL_HINT}"
-            )
-    return CHROMIUM
-
-
-@pytest.fixture(scope="module")
-async def browser(chromium_path: Path) -> AsyncIterator[Browser]:
-    # Playwright's launch() gives Chromium a fresh, temporary --user-data-dir of its own.
-    async with playwright_api.async_playwright() as pw:
-        b = await pw.chromium.launch(
-            executable_path=str(chromium_path), headless=True, args=CHROMIUM_ARGS
-        )
-        try:
-            yield b
-        finally:
-            await b.close()
-
-
 # --- the edge under test, with its access log -------------------------------------------
 
 
-@dataclass
-class LoggedEdge:
-    url: str
-    log_path: Path
-    log_start: int
-
-    def log_text(self) -> str:
-        with self.log_path.open("rb") as f:
-            f.seek(self.log_start)
-            return f.read().decode("utf-8", "replace")
-
-    def access_entries(self) -> list[dict[str, Any]]:
-        """The access-log lines: JSON objects with a method, a status and a path."""
-        out = []
-        for line in self.log_text().splitlines():
-            line = line.strip()
-            if not line.startswith("{"):
-                continue
-            try:
-                obj = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(obj, dict) and {"method", "status", "path"} <= obj.keys():
-                out.append(obj)
-        return out
-
-    def public(self, public_url: str) -> str:
-        """The same URL (token and name) on this edge."""
-        return self.url + urlsplit(public_url).path
-
-
 @pytest.fixture(scope="module")
-def logged_edge(stack: Stack) -> Iterator[LoggedEdge]:
-    port = free_port()
-    env = {
-        **stack.env,
-        "EDGE_ACCESS_LOG": "true",
-        "EDGE_PORT": str(port),
-        "EDGE_DISK_CACHE_DIR": str(stack.data_dir / "edge-browser-cache"),
-    }
-    log_path = stack.data_dir / "logs" / "edge-browser.log"
-    start = log_path.stat().st_size if log_path.exists() else 0
-    proc = stack.sup.start("edge-browser", filecdn_argv("edge", "--workers", "1"), env=env)
-    try:
-        wait_until(
-            lambda: proc.poll() is not None or tcp_open("127.0.0.1", port), 60, "browser edge"
-        )
-        if proc.poll() is not None:
-            raise AssertionError(f"the edge exited ({proc.returncode}): {log_path.read_text()}")
-        yield LoggedEdge(f"http://127.0.0.1:{port}", log_path, start)
-    finally:
-        stack.sup.stop("edge-browser")
+def logged_edge(stack: Stack) -> Iterator[OwnEdge]:
+    with own_edge(stack, workers=1) as edge:
+        yield edge
 
 
 # --- the page's origin: another port than the edge --------------------------------------
@@ -274,7 +157,7 @@ class Shared:
         return urlsplit(self.public_url).path.split("/")[2]
 
 
-async def share(api: aiohttp.ClientSession, edge: LoggedEdge, data: bytes, filename: str) -> Shared:
+async def share(api: aiohttp.ClientSession, edge: OwnEdge, data: bytes, filename: str) -> Shared:
     f = await upload(api, data, filename)
     status, body = await create(api, f["id"], {})
     assert status == 200, body
@@ -329,7 +212,7 @@ async def image_state(page: Page) -> dict[str, Any]:
 
 
 async def test_image_from_a_public_url_shows(
-    browser: Browser, logged_edge: LoggedEdge, page_origin: str, team_api: aiohttp.ClientSession
+    browser: Browser, logged_edge: OwnEdge, page_origin: str, team_api: aiohttp.ClientSession
 ) -> None:
     img = await share(team_api, logged_edge, make_png(*PNG_SIZE), "gradient.png")
     page, net = await new_page(browser)
@@ -348,7 +231,7 @@ async def test_image_from_a_public_url_shows(
 
 
 async def test_cross_origin_image_pixels_are_readable_with_cors(
-    browser: Browser, logged_edge: LoggedEdge, page_origin: str, team_api: aiohttp.ClientSession
+    browser: Browser, logged_edge: OwnEdge, page_origin: str, team_api: aiohttp.ClientSession
 ) -> None:
     """<img crossorigin> from another origin loads only with Access-Control-Allow-Origin, and
     then its pixels can be read back: the decoded image is exactly the one uploaded."""
@@ -376,7 +259,7 @@ async def test_cross_origin_image_pixels_are_readable_with_cors(
 
 
 async def test_video_plays_and_seeks_with_range_requests(
-    browser: Browser, logged_edge: LoggedEdge, page_origin: str, team_api: aiohttp.ClientSession
+    browser: Browser, logged_edge: OwnEdge, page_origin: str, team_api: aiohttp.ClientSession
 ) -> None:
     mp4 = SAMPLE_MP4.read_bytes()
     assert len(mp4) >= 1024 * 1024  # large enough that the browser reads it in pieces
@@ -463,7 +346,7 @@ async def test_video_plays_and_seeks_with_range_requests(
             assert for_seek, f"the seek made no Range request: {seen}"
 
         # The edge's access log says the same, without the token in it.
-        log = logged_edge.access_entries()
+        log = logged_edge.access()
         mine = [e for e in log if str(e["path"]).endswith("/" + video.name)]
         ranged = [e for e in mine if e["status"] == 206 and e.get("range")]
         assert ranged, f"no 206 with a range in the edge access log: {mine or log[-5:]}"
@@ -482,7 +365,7 @@ def range_start(header: str) -> int:
 
 
 async def test_revoked_image_stops_loading_on_reload(
-    browser: Browser, logged_edge: LoggedEdge, page_origin: str, team_api: aiohttp.ClientSession
+    browser: Browser, logged_edge: OwnEdge, page_origin: str, team_api: aiohttp.ClientSession
 ) -> None:
     img = await share(team_api, logged_edge, make_png(*PNG_SIZE), "revoked.png")
     page, net = await new_page(browser)
@@ -503,9 +386,15 @@ async def test_revoked_image_stops_loading_on_reload(
         # The reload asked the edge again (no-cache) and got the 404. Chromium may show it
         # to Playwright as a failed request instead: its Opaque Response Blocking drops a
         # `text/plain` + `nosniff` answer to an <img> before any "response" event.
-        mine = [e for e in logged_edge.access_entries() if str(e["path"]).endswith(img.name)]
+        mine = [e for e in logged_edge.access() if str(e["path"]).endswith(img.name)]
         assert [e["status"] for e in mine] == [200, 404], mine
-        await page.wait_for_timeout(200)  # late events
+
+        async def reload_reported() -> bool:  # the browser's events may come a little later
+            seen = [s for s, _ in await net.seen(img.url)]
+            return seen == [200, 404] or (seen == [200] and img.url in net.failed)
+
+        with contextlib.suppress(AssertionError):
+            await wait_for(reload_reported, 5, "the reload's answer")
         seen = [s for s, _ in await net.seen(img.url)]
         assert seen == [200, 404] or (seen == [200] and img.url in net.failed), (seen, net.failed)
     finally:

@@ -5,70 +5,18 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import subprocess
-import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import pytest
 
 from cli.durations import format_duration, parse_duration
 from cli.embedded import free_port
-from tests.conftest import Stack, TeamKey
-from tests.helpers import fetch_sync, png, upload
+from tests.conftest import Stack
+from tests.helpers import Cli, fetch_sync, one_line_error, png, upload
 
 MISSING = "file_00000000-0000-4000-8000-000000000000"
-
-
-@dataclass
-class Cli:
-    """Runs `python -m cli files ...` with FILECDN_API_URL and XAI_API_KEY set."""
-
-    env: dict[str, str]
-    cwd: Path
-
-    def __call__(self, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "cli", "files", *args],
-            capture_output=True,
-            text=True,
-            env={**self.env, **env},
-            cwd=self.cwd,
-            timeout=60,
-        )
-
-    def json(self, *args: str) -> Any:
-        done = self(*args, "--json")
-        assert done.returncode == 0, done.stderr
-        return json.loads(done.stdout)
-
-    def bytes_out(self, *args: str) -> bytes:
-        done = subprocess.run(
-            [sys.executable, "-m", "cli", "files", *args],
-            capture_output=True,
-            env=self.env,
-            cwd=self.cwd,
-            timeout=60,
-        )
-        assert done.returncode == 0, done.stderr
-        return done.stdout
-
-
-@pytest.fixture
-def cli(stack: Stack, team: TeamKey, tmp_path: Path) -> Cli:
-    env = {k: v for k, v in os.environ.items() if k not in ("XAI_API_KEY", "FILECDN_API_URL")}
-    env.update({"FILECDN_API_URL": stack.api_url, "XAI_API_KEY": team.key})
-    return Cli(env, tmp_path)
-
-
-def one_line_error(done: subprocess.CompletedProcess[str], code: int = 1) -> str:
-    assert done.returncode == code, (done.returncode, done.stdout, done.stderr)
-    assert done.stderr.startswith("error: ") and done.stderr.count("\n") == 1, done.stderr
-    return done.stderr.removeprefix("error: ").strip()
 
 
 def test_a_files_whole_life_from_the_terminal(cli: Cli, tmp_path: Path) -> None:
@@ -228,3 +176,57 @@ def test_durations_format_back() -> None:
         "1d12h",
         "2w1s",
     ]
+
+
+async def test_names_that_look_like_markup_are_shown_as_text(
+    cli: Cli, api: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    """A file named `[/bold].png` once crashed `files ls` for its whole team."""
+    f = await upload(api, png(), "[/bold].png")
+    listed = await asyncio.to_thread(cli, "ls")
+    assert listed.returncode == 0, listed.stderr
+    assert f"{f['id']}  [/bold].png" in listed.stdout
+    got = await asyncio.to_thread(cli, "get", f["id"])
+    assert got.returncode == 0 and "[/bold].png" in got.stdout
+    saved = await asyncio.to_thread(cli, "download", f["id"])
+    assert saved.returncode == 0, saved.stderr
+    assert saved.stderr.startswith("saved bold].png")  # the last segment: never a path
+    assert (tmp_path / "bold].png").exists()
+
+
+def test_download_never_overwrites_without_force(cli: Cli, tmp_path: Path) -> None:
+    (tmp_path / "a.png").write_bytes(image := png())
+    [f] = cli.json("upload", "a.png")
+    (tmp_path / "copy.png").write_bytes(b"mine")
+    refused = one_line_error(cli("download", f["id"], "-o", "copy.png"))
+    assert refused == "copy.png: already exists (use --force to overwrite it)"
+    assert (tmp_path / "copy.png").read_bytes() == b"mine"
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "a.png").write_bytes(b"mine too")
+    assert "already exists" in one_line_error(cli("download", f["id"], "-o", "out"))
+    assert (tmp_path / "out" / "a.png").read_bytes() == b"mine too"
+    assert cli.json("download", f["id"], "-o", "copy.png", "--force")["bytes"] == len(image)
+    assert (tmp_path / "copy.png").read_bytes() == image
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png", "copy.png", "out"]
+
+
+def test_download_never_follows_a_planted_link(cli: Cli, tmp_path: Path) -> None:
+    (tmp_path / "a.png").write_bytes(image := png())
+    [f] = cli.json("upload", "a.png")
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"precious")
+    (tmp_path / "copy.png.part").symlink_to(victim)
+    refused = one_line_error(cli("download", f["id"], "-o", "copy.png"))
+    assert refused.startswith("copy.png.part: already exists")
+    assert victim.read_bytes() == b"precious" and not (tmp_path / "copy.png").exists()
+    # --force removes the link itself, then writes a file of its own.
+    cli.json("download", f["id"], "-o", "copy.png", "--force")
+    assert victim.read_bytes() == b"precious"
+    assert (tmp_path / "copy.png").read_bytes() == image
+    assert not (tmp_path / "copy.png.part").exists()
+    # A link planted at the final name is replaced by the file, never written through.
+    (tmp_path / "linked.png").symlink_to(victim)
+    assert "already exists" in one_line_error(cli("download", f["id"], "-o", "linked.png"))
+    cli.json("download", f["id"], "-o", "linked.png", "--force")
+    assert not (tmp_path / "linked.png").is_symlink()
+    assert (tmp_path / "linked.png").read_bytes() == image and victim.read_bytes() == b"precious"

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 
 import aiohttp
 
-from cli.embedded import wait_until
+from cli.embedded import free_port, wait_until
 from shared.resources import Resources
 from tests.conftest import Stack, TeamKey, WorkerHandle
 from tests.helpers import call, png, snapshot, upload, wait_for
@@ -62,12 +61,14 @@ async def test_deleted_files_object_is_removed_by_the_worker(
     await call(api, "DELETE", f"/v1/files/{f['id']}")
 
     async def gone() -> bool:
-        return await res.storage.stat(key) is None
+        # The object goes inside the handler's transaction; the row says so once it commits.
+        return await res.storage.stat(key) is None and bool(
+            await res.db.fetchval(
+                "SELECT object_deleted_at IS NOT NULL FROM files WHERE id = $1", f["id"]
+            )
+        )
 
-    await wait_for(gone, what="object deletion")
-    assert await res.db.fetchval(
-        "SELECT object_deleted_at IS NOT NULL FROM files WHERE id = $1", f["id"]
-    )
+    await wait_for(gone, what="object deletion, recorded on the row")
 
 
 async def test_expired_file_is_invisible_without_the_worker(
@@ -103,9 +104,14 @@ async def test_file_expiry_job_deletes_row_and_object(
     assert await res.storage.stat(key) is None
 
 
-async def test_health_and_readiness(anon: aiohttp.ClientSession) -> None:
+async def test_public_port_says_alive_and_keeps_operations_to_the_ops_port(
+    anon: aiohttp.ClientSession, stack: Stack
+) -> None:
     assert await call(anon, "GET", "/healthz") == (200, {"status": "ok"})
-    status, body = await call(anon, "GET", "/readyz")
+    for path in ("/readyz", "/metrics", "/api/summary"):
+        assert (await call(anon, "GET", path))[0] == 404, path
+    assert await call(anon, "GET", f"{stack.ops_url}/healthz") == (200, {"status": "ok"})
+    status, body = await call(anon, "GET", f"{stack.ops_url}/readyz")
     assert status == 200 and body["checks"] == {"postgres": "ok", "redis": "ok", "s3": "ok"}
 
 
@@ -121,7 +127,8 @@ async def test_unknown_route_and_method_get_json_errors(
 
 
 def test_worker_liveness_check_follows_the_worker(stack: Stack) -> None:
-    env = {**stack.env, "ARQ_QUEUE_NAME": f"liveness-{time.monotonic_ns()}"}
+    """`filecdn worker --check` asks the worker on this machine's WORKER_OPS_PORT."""
+    env = {**stack.env, "WORKER_OPS_PORT": str(free_port())}
 
     def check() -> int:
         return subprocess.run(
@@ -131,10 +138,11 @@ def test_worker_liveness_check_follows_the_worker(stack: Stack) -> None:
             timeout=30,
         ).returncode
 
-    assert check() == 1  # nobody serves this queue yet
+    assert check() == 1  # no worker here yet
     worker = WorkerHandle(stack)
-    worker.start(ARQ_QUEUE_NAME=env["ARQ_QUEUE_NAME"])
+    worker.start(WORKER_OPS_PORT=env["WORKER_OPS_PORT"])
     try:
         wait_until(lambda: check() == 0, 20, "the worker reporting alive")
     finally:
         worker.stop()
+    assert check() == 1

@@ -9,6 +9,7 @@ code sees them.
 from __future__ import annotations
 
 import inspect
+import json
 import re
 import shutil
 import subprocess
@@ -24,7 +25,6 @@ import yaml
 from aiohttp import web
 from xai_sdk.proto import files_pb2
 
-from cdn_edge import app as edge_app
 from cli.main import main as cli
 from shared.settings import Settings
 
@@ -155,11 +155,15 @@ def test_every_container_runs_a_filecdn_command_the_cli_parses(docs: list[Doc]) 
 def test_manifests_set_only_real_settings(docs: list[Doc]) -> None:
     known = {name.upper() for name in Settings.model_fields}
     names = set()
-    for d in _of(docs, "ConfigMap") + _of(docs, "Secret"):
-        names |= set(d.get("data", {}))
+    sources = set()  # the ConfigMaps and Secrets containers take their environment from
     for _, pod in _pods(docs):
         for c in _containers(pod):
             names |= {e["name"] for e in c.get("env", [])}
+            for ref in c.get("envFrom", []):
+                sources |= {r["name"] for r in (ref.get("configMapRef"), ref.get("secretRef")) if r}
+    for d in _of(docs, "ConfigMap") + _of(docs, "Secret"):
+        if d["metadata"]["name"] in sources:
+            names |= set(d.get("data", {}))
     assert names and names <= known, names - known
 
 
@@ -260,15 +264,19 @@ def test_grace_periods_cover_prestop_and_each_process_drain(docs: list[Doc]) -> 
     aiohttp_shutdown = (
         inspect.signature(web.BaseRunner.__init__).parameters["shutdown_timeout"].default
     )
-    drains = {
-        "api": API_GRPC_STOP_GRACE + aiohttp_shutdown,
-        "edge": edge_app._SHUTDOWN_GRACE,
-    }
     for deployment, pod in _pods(docs):
         process = _component(deployment)
+        container = _main_container(pod)
+        edge = Settings.from_env(
+            {k: v for k, v in _environment(docs, container).items() if v != "set"}
+        )
+        drains = {
+            "api": API_GRPC_STOP_GRACE + aiohttp_shutdown,
+            # SIGTERM: serve on with /readyz 503 for the delay, then let responses finish.
+            "edge": edge.edge_drain_delay + edge.edge_drain_timeout,
+        }
         if process not in drains:
             continue
-        container = _main_container(pod)
         command = container["lifecycle"]["preStop"]["exec"]["command"]
         assert command[0] == "sleep"
         need = int(command[1]) + drains[process] + CLOSE_MARGIN
@@ -462,3 +470,83 @@ def test_locks_hold_every_dependency_of_pyproject_at_one_version() -> None:
     extras = project["optional-dependencies"]
     assert names(extras["local"] + extras["dev"]) <= set(dev), "run make lock"
     assert {k: dev[k] for k in runtime} == runtime, "the tests run what the image ships"
+
+
+# --- monitoring: the dashboard and the alerts read metrics that exist ------------------------
+
+# The edge's Prometheus names, as the `edge` branch's cdn_edge/metrics.py writes them (the
+# source scan below finds them there once it is merged).
+EDGE_METRICS = {
+    "filecdn_edge_requests_total",
+    "filecdn_edge_response_bytes_total",
+    "filecdn_edge_cache_requests_total",
+    "filecdn_edge_request_duration_seconds",
+    "filecdn_edge_origin_requests_total",
+    "filecdn_edge_origin_bytes_total",
+    "filecdn_edge_disk_cache_bytes",
+    "filecdn_edge_disk_cache_limit_bytes",
+}
+MONITORING = DEPLOY / "components" / "monitoring"
+
+
+def _exported_metrics() -> tuple[set[str], set[str]]:
+    """(every metric name the processes export, the histograms among them): the API's and
+    the worker's registries, plus the families our collectors build by name."""
+    import prometheus_client
+
+    import api.request_metrics  # noqa: F401  (importing registers their families)
+    import shared.metrics  # noqa: F401
+    import worker.metrics  # noqa: F401
+
+    text = prometheus_client.generate_latest().decode()
+    typed = dict(re.findall(r"^# TYPE (filecdn_\S+) (\S+)$", text, re.M))
+    names = set(typed)
+    for source in [*ROOT.glob("api/*.py"), *ROOT.glob("worker/*.py"), *ROOT.glob("cdn_edge/*.py")]:
+        names |= set(re.findall(r'"(filecdn_[a-z0-9_]+)"', source.read_text()))
+    return names | EDGE_METRICS, {n for n, kind in typed.items() if kind == "histogram"} | {
+        "filecdn_edge_request_duration_seconds"
+    }
+
+
+def _referenced(expr: str) -> set[str]:
+    return set(re.findall(r"\bfilecdn_[a-z0-9_]+", expr))
+
+
+def _assert_exported(exprs: list[str]) -> None:
+    names, histograms = _exported_metrics()
+    for expr in exprs:
+        for name in _referenced(expr):
+            base = re.sub(r"_(bucket|sum|count)$", "", name)
+            assert name in names or (base in histograms and base != name), (name, expr)
+
+
+def test_alert_rules_read_only_metrics_the_processes_export() -> None:
+    docs = list(yaml.safe_load_all((MONITORING / "prometheusrules.yaml").read_text()))
+    exprs = [r["expr"] for d in docs for g in d["spec"]["groups"] for r in g["rules"]]
+    assert len(exprs) >= 10
+    _assert_exported(exprs)
+    alerts = {r["alert"] for d in docs for g in d["spec"]["groups"] for r in g["rules"]}
+    tested = set(
+        re.findall(r"alertname: (\w+)", (MONITORING / "prometheusrules.test.yaml").read_text())
+    )
+    assert alerts - {"FilecdnOpsEndpointDown"} <= tested, "every alert has a promtool unit test"
+
+
+def test_grafana_dashboard_ships_for_the_sidecar_and_charts_exported_metrics(
+    docs: list[Doc],
+) -> None:
+    (cm,) = [
+        d for d in _of(docs, "ConfigMap") if d["metadata"]["name"] == "filecdn-grafana-dashboard"
+    ]
+    assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
+    dashboard = json.loads(cm["data"]["filecdn.json"])
+    assert dashboard["uid"] == "filecdn-ops"
+    charts = [p for p in dashboard["panels"] if p["type"] not in ("row", "text")]
+    assert len(charts) >= 15
+    exprs = [t["expr"] for p in charts for t in p["targets"]]
+    assert all(t["datasource"]["uid"] == "${datasource}" for p in charts for t in p["targets"])
+    assert all('namespace=~"$namespace"' in e for e in exprs)
+    _assert_exported(exprs)
+    titles = " ".join(p["title"] for p in charts)
+    for panel in ("Edge requests", "latency", "Origin", "API errors", "Job queue", "Expiry lag"):
+        assert panel in titles, panel

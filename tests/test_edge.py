@@ -245,7 +245,7 @@ async def test_every_dead_url_gets_byte_identical_404s(
 
 def test_the_edge_never_imports_the_database_layer() -> None:
     code = (
-        "import sys; import cli.main, cdn_edge.main, cdn_edge.app, cdn_edge.serve;"
+        "import sys; import cli.main, cdn_edge.supervisor, cdn_edge.process, cdn_edge.handler;"
         "print(sorted(m for m in sys.modules if m.split('.')[0] == 'asyncpg'"
         " or m in ('shared.db', 'shared.resources', 'shared.files', 'shared.public_urls')))"
     )

@@ -7,96 +7,35 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
-import json
 import os
 import signal
+import socket
 import time
-import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import aiohttp
 import psutil
 import pytest
-import redis.asyncio as aioredis
 
-from cli.embedded import free_port, start_valkey, tcp_open, wait_until
-from cli.stack import filecdn_argv
+from cdn_edge.cache import file_name
+from cli.embedded import free_port
 from shared import metrics, token_cache
 from shared.resources import Resources
 from tests.conftest import Stack
-from tests.helpers import Public, get, mp4, png, share, wait_for
-
-
-async def until(
-    check: Callable[[], bool | Awaitable[bool]], what: str, timeout: float = 15
-) -> None:
-    async def probe() -> bool:
-        result = check()
-        return bool(await result) if inspect.isawaitable(result) else bool(result)
-
-    await wait_for(probe, timeout, what)
-
-
-@dataclass
-class OwnEdge:
-    name: str
-    url: str
-    proc: psutil.Process
-    log: Path
-    cache_dir: Path
-
-    def public(self, p: Public) -> str:
-        return self.url + urlsplit(p.url).path
-
-    async def logged(self, n: int) -> list[dict[str, object]]:
-        """The access log once it holds n entries (a streamed response is logged after its
-        last byte has left, which the client may see first)."""
-        await until(lambda: len(self.access()) >= n, f"{n} access-log entries")
-        return self.access()
-
-    def access(self) -> list[dict[str, object]]:
-        out = []
-        for line in self.log.read_text().splitlines():
-            with contextlib.suppress(ValueError):
-                entry = json.loads(line)
-                if isinstance(entry, dict) and entry.get("event") == "request":
-                    out.append(entry)
-        return out
-
-    async def prometheus(self) -> str:
-        async with aiohttp.ClientSession() as s, s.get(self.url + "/metrics") as r:
-            return await r.text()
-
-
-@contextlib.contextmanager
-def own_edge(stack: Stack, workers: int = 1, **env: str) -> Iterator[OwnEdge]:
-    name = f"edge-{uuid.uuid4().hex[:8]}"
-    port = free_port()
-    cache_dir = stack.data_dir / f"{name}-cache"
-    full_env = {
-        **stack.env,
-        "EDGE_PORT": str(port),
-        "EDGE_DISK_CACHE_DIR": str(cache_dir),
-        "EDGE_ACCESS_LOG": "true",
-        **env,
-    }
-    proc = stack.sup.start(name, filecdn_argv("edge", "--workers", str(workers)), env=full_env)
-    try:
-        wait_until(lambda: proc.poll() is not None or tcp_open("127.0.0.1", port), 60, name)
-        assert proc.poll() is None, f"{name} exited"
-        yield OwnEdge(
-            name,
-            f"http://127.0.0.1:{port}",
-            psutil.Process(proc.pid),
-            stack.data_dir / "logs" / f"{name}.log",
-            cache_dir,
-        )
-    finally:
-        stack.sup.stop(name)
+from tests.helpers import (
+    OwnEdge,
+    OwnRedis,
+    Public,
+    edge_workers,
+    get,
+    mp4,
+    own_edge,
+    png,
+    share,
+    until,
+)
 
 
 class FaultyProxy:
@@ -164,42 +103,6 @@ async def proxy(stack: Stack) -> AsyncIterator[FaultyProxy]:
     await p.refuse()
 
 
-class OwnRedis:
-    """A Valkey of the test's own (that it can stop and restart), holding copies of tokens."""
-
-    def __init__(self, stack: Stack, name: str) -> None:
-        self.stack, self.name, self.port = stack, name, free_port()
-        self.url = self.start()
-        self.client = aioredis.Redis.from_url(self.url)
-
-    def start(self) -> str:
-        return start_valkey(
-            self.stack.sup,
-            self.stack.data_dir / self.name,
-            persist=False,
-            port=self.port,
-            name=self.name,
-        )
-
-    def stop(self) -> None:
-        self.stack.sup.stop(self.name)
-
-    def signal(self, sig: signal.Signals) -> None:
-        [proc] = [p for name, p, _ in self.stack.sup.children if name == self.name]
-        proc.send_signal(sig)
-
-    async def copy_token(self, res: Resources, token: str) -> None:
-        await self.client.set(token_cache.key(token), await res.redis.get(token_cache.key(token)))
-
-
-@pytest.fixture
-async def own_redis(stack: Stack) -> AsyncIterator[OwnRedis]:
-    r = OwnRedis(stack, f"valkey-{uuid.uuid4().hex[:8]}")
-    yield r
-    await r.client.aclose()
-    r.stop()
-
-
 # --- caches -----------------------------------------------------------------------------
 
 
@@ -212,7 +115,7 @@ async def test_small_objects_are_served_from_memory_after_the_first_request(
             assert (await get(edge.public(p)))[2] == p.data
         caches = [e["cache"] for e in await edge.logged(3) if e["status"] == 200]
         assert caches == ["miss", "memory", "memory"], caches
-        assert 'filecdn_edge_cache_total{source="memory"} 2' in await edge.prometheus()
+        assert 'filecdn_edge_cache_requests_total{source="memory"} 2' in await edge.prometheus()
 
 
 @pytest.mark.parametrize("loop", ["uvloop", "asyncio"])  # read+write, and sendfile(2)
@@ -237,20 +140,28 @@ async def test_large_objects_go_to_the_disk_cache_and_deletion_evicts_them(
 
 
 async def test_the_disk_cache_stays_within_its_bound(
-    stack: Stack, api: aiohttp.ClientSession
+    stack: Stack, api: aiohttp.ClientSession, res: Resources
 ) -> None:
     # 4 MiB of cache: objects up to 1 MiB are admitted; five of 900 KiB cannot all stay.
     shared = [await share(api, mp4(900 * 1024), "c.mp4") for _ in range(5)]
     with own_edge(stack, EDGE_DISK_CACHE_BYTES=str(4 * 1024 * 1024)) as edge:
         for p in shared:
             assert (await get(edge.public(p)))[2] == p.data
-            await asyncio.sleep(0.3)  # let the fill finish
+            copy = await disk_copy(res, edge, p)
+            await until(copy.exists, "the disk cache fill")  # the newest copy is never trimmed
         await until(
             lambda: 0 < sum(f.stat().st_size for f in _cached_files(edge.cache_dir)) <= 4 << 20,
             "the disk cache trimmed to its bound",
         )
         for p in shared:  # evicted or not, every URL still serves the right bytes
             assert (await get(edge.public(p)))[2] == p.data
+
+
+async def disk_copy(res: Resources, edge: OwnEdge, p: Public) -> Path:
+    """Where the edge's disk cache keeps the current version of a shared file."""
+    raw = await res.redis.get(token_cache.key(p.token))
+    record = token_cache.UrlRecord.decode(raw)
+    return edge.cache_dir / file_name(record.object_key, record.etag)
 
 
 def _cached_files(directory: Path) -> list[Path]:
@@ -340,15 +251,30 @@ async def test_a_stalled_client_holds_back_s3_and_leaving_releases_the_connectio
                 if c.raddr and c.raddr.port == s3_port and c.status == psutil.CONN_ESTABLISHED
             )
 
-        reader, writer = await asyncio.open_connection("127.0.0.1", int(urlsplit(edge.url).port))
+        read_before = edge.proc.io_counters().read_chars  # bytes from every socket and file
+        # A client that reads the head, then nothing: a small receive buffer, so that the
+        # kernel holds little of the body on our side.
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 * 1024)
+        sock.connect(("127.0.0.1", int(urlsplit(edge.url).port or 0)))
+        reader, writer = await asyncio.open_connection(sock=sock)
         path = urlsplit(big.url).path
         writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
         await writer.drain()
-        assert b"200 OK" in await reader.read(65536)  # then stop reading: S3 waits on us
+        assert b"200 OK" in await reader.read(16 * 1024)  # then stop reading: S3 waits on us
         await until(lambda: s3_connections() == 1, "the S3 stream to be open")
-        await asyncio.sleep(1)
-        # Back-pressure: S3 is read only as fast as the client reads, so the object is not
-        # piling up in the edge's memory (socket buffers are the kernel's, not in RSS).
+
+        reads: list[int] = []
+
+        def stopped_reading() -> bool:  # nothing more read for a few polls in a row
+            reads.append(edge.proc.io_counters().read_chars)
+            return len(reads) > 5 and reads[-1] == reads[-6]
+
+        await until(stopped_reading, "the edge to stop reading from S3")
+        # Back-pressure: S3 is read only as fast as the client reads, so the edge stops short
+        # of the object (here after ~4.5 of 10 MiB: the kernel's send buffer, up to
+        # tcp_wmem's 4 MiB, holds the rest of what it read), and nothing piles up in memory.
+        assert reads[-1] - read_before < 0.8 * len(big.data)
         assert edge.proc.memory_info().rss - rss_before < 4 * 1024 * 1024
         writer.transport.abort()
         await until(lambda: s3_connections() == 0, "the S3 connection to close")
@@ -371,15 +297,19 @@ async def test_metrics_are_per_minute_buckets_written_in_batches(
                     assert r.status == 200
                 async with s.get(edge.public(p) + "x") as r:
                     assert r.status == 404
-        await asyncio.sleep(2.5)  # a flush happens once a second
+        total: dict[str, int] = {}
+
+        async def flushed() -> bool:  # every request written (a flush happens once a second)
+            total.clear()
+            for fields in (await metrics.read(own, minutes=2)).values():
+                for k, v in fields.items():
+                    total[k] = total.get(k, 0) + v
+            return total.get("edge.latency_ms.le_inf", 0) >= 400
+
+        await until(flushed, "400 requests in the per-minute buckets")
         stats = await own.info("commandstats")
         writes = stats.get("cmdstat_hincrby", {}).get("calls", 0)
         assert 0 < writes < 100, stats  # 400 requests, a handful of pipelines
-        buckets = await metrics.read(own, minutes=2)
-        total: dict[str, int] = {}
-        for fields in buckets.values():
-            for k, v in fields.items():
-                total[k] = total.get(k, 0) + v
         assert total["edge.requests.200"] == 200 and total["edge.requests.404"] == 200
         assert total["edge.bytes"] >= 200 * 2000
         assert total["edge.cache.memory_hits"] == 199 and total["edge.cache.misses"] == 1
@@ -407,11 +337,11 @@ async def test_workers_share_one_port_and_a_dead_worker_is_replaced(
 ) -> None:
     p = await share(api, png(2000))
     with own_edge(stack, workers=2) as edge:
-        await until(lambda: len(_listeners(edge)) == 2, "two listening workers")
-        victim = _listeners(edge)[0]
+        await until(lambda: len(edge_workers(edge)) == 2, "two listening workers")
+        victim = edge_workers(edge)[0]
         os.kill(victim, signal.SIGKILL)
         await until(
-            lambda: len(_listeners(edge)) == 2 and victim not in _listeners(edge),
+            lambda: len(edge_workers(edge)) == 2 and victim not in edge_workers(edge),
             "a replacement worker",
         )
         async with aiohttp.ClientSession() as s:
@@ -421,19 +351,6 @@ async def test_workers_share_one_port_and_a_dead_worker_is_replaced(
         family = [edge.proc, *edge.proc.children(recursive=True)]
     _, alive = psutil.wait_procs(family, timeout=10)
     assert not [p for p in alive if p.status() != psutil.STATUS_ZOMBIE], alive
-
-
-def _listeners(edge: OwnEdge) -> list[int]:
-    port = urlsplit(edge.url).port
-    pids = []
-    for child in edge.proc.children():
-        with contextlib.suppress(psutil.Error):
-            if any(
-                c.status == psutil.CONN_LISTEN and c.laddr.port == port
-                for c in child.net_connections("tcp")
-            ):
-                pids.append(child.pid)
-    return pids
 
 
 async def test_cache_control_is_configurable_for_a_cdn_that_purges(

@@ -19,6 +19,7 @@ WIRE: dict[type[errors.FilecdnError], tuple[int, grpc.StatusCode]] = {
     errors.FailedPrecondition: (400, grpc.StatusCode.FAILED_PRECONDITION),
     errors.NotFound: (404, grpc.StatusCode.NOT_FOUND),
     errors.Unauthenticated: (401, grpc.StatusCode.UNAUTHENTICATED),
+    errors.PermissionDenied: (403, grpc.StatusCode.PERMISSION_DENIED),
     errors.QuotaExceeded: (429, grpc.StatusCode.RESOURCE_EXHAUSTED),
     errors.PayloadTooLarge: (413, grpc.StatusCode.RESOURCE_EXHAUSTED),
     errors.Unavailable: (503, grpc.StatusCode.UNAVAILABLE),

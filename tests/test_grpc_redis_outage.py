@@ -28,6 +28,7 @@ async def test_public_url_changes_are_unavailable_while_redis_is_down(
         **stack.env,
         "REDIS_URL": redis_url,
         "API_PORT": str(free_port()),
+        "OPS_PORT": str(free_port()),
         "GRPC_PORT": str(grpc_port),
         "REDIS_TIMEOUT": "1",
     }

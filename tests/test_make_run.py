@@ -4,6 +4,7 @@ walk-through against it, Ctrl-C leaving no process behind, and data surviving a 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import signal
@@ -78,6 +79,9 @@ def run_env() -> Iterator[tuple[Path, dict[str, str]]]:
         API_PORT=str(free_port()),
         GRPC_PORT=str(free_port()),
         EDGE_PORT=str(free_port()),
+        EDGE_OPS_PORT=str(free_port()),
+        OPS_PORT=str(free_port()),
+        WORKER_OPS_PORT=str(free_port()),
         LOG_FORMAT="json",
     )
     yield work, env
@@ -135,6 +139,7 @@ def test_run_keeps_data_and_key_across_restarts(run_env: tuple[Path, dict[str, s
         key = (Path(env["DATA_DIR"]) / "demo-api-key").read_text().strip()
         file_id = _upload(first.api, key)
         _joins_with_stack_env(Path(env["DATA_DIR"]) / "stack.env")
+        ops_token = _dashboard_opens_with_the_ops_token(first, env)
     finally:
         first.interrupt()
     assert not (Path(env["DATA_DIR"]) / "stack.env").exists()  # it described a running stack
@@ -143,6 +148,7 @@ def test_run_keeps_data_and_key_across_restarts(run_env: tuple[Path, dict[str, s
         second.wait_ready()
         assert (Path(env["DATA_DIR"]) / "demo-api-key").read_text().strip() == key
         assert "(new)" not in second.log.read_text()
+        assert _dashboard_opens_with_the_ops_token(second, env) == ops_token  # still valid: kept
         req = urllib.request.Request(
             f"{second.api}/v1/files/{file_id}/content", headers={"Authorization": f"Bearer {key}"}
         )
@@ -150,6 +156,24 @@ def test_run_keeps_data_and_key_across_restarts(run_env: tuple[Path, dict[str, s
             assert r.read() == b"survives a restart"
     finally:
         second.interrupt()
+
+
+def _dashboard_opens_with_the_ops_token(stack: RunningStack, env: dict[str, str]) -> str:
+    """DATA_DIR/ops-token is private from creation, the banner links the dashboard with it
+    in the URL fragment, and it opens the ops listener's JSON (127.0.0.1:OPS_PORT)."""
+    path = Path(env["DATA_DIR"]) / "ops-token"
+    assert path.stat().st_mode & 0o777 == 0o600
+    token = path.read_text().strip()
+    ops = f"http://127.0.0.1:{env['OPS_PORT']}"
+    assert f"{ops}/#token={token}" in stack.log.read_text()
+    req = urllib.request.Request(
+        f"{ops}/api/summary?minutes=5", headers={"Authorization": f"Bearer {token}"}
+    )
+    with urllib.request.urlopen(req, timeout=10) as r:
+        assert isinstance(json.loads(r.read())["edge"]["requests"], int)
+    with urllib.request.urlopen(f"http://127.0.0.1:{env['WORKER_OPS_PORT']}/healthz") as r:
+        assert json.loads(r.read())["status"] == "ok"
+    return token
 
 
 def _joins_with_stack_env(stack_env: Path) -> None:

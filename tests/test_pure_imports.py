@@ -15,6 +15,7 @@ PURE = (
     "shared.ids",
     "shared.pagination",
     "shared.rules",
+    "shared.series",
     "shared.sniff",
 )
 CLIENTS = {"asyncpg", "redis", "aiohttp", "grpc", "arq", "minio"}

@@ -14,7 +14,7 @@ from tests.helpers import call, create, png, revoke, upload, wait_for
 async def test_api_fails_closed_while_redis_is_down_and_recovers(
     stack: Stack, res: Resources, team: TeamKey
 ) -> None:
-    redis_port, api_port = free_port(), free_port()
+    redis_port, api_port, ops_port = free_port(), free_port(), free_port()
     redis_dir = stack.data_dir / "outage-valkey"
     redis_url = start_valkey(
         stack.sup, redis_dir, persist=False, port=redis_port, name="outage-valkey"
@@ -24,6 +24,7 @@ async def test_api_fails_closed_while_redis_is_down_and_recovers(
         "REDIS_URL": redis_url,
         "API_PORT": str(api_port),
         "GRPC_PORT": str(free_port()),
+        "OPS_PORT": str(ops_port),
         "REDIS_TIMEOUT": "1",
     }
     stack.sup.start("outage-api", filecdn_argv("api"), env=env)
@@ -55,7 +56,8 @@ async def test_api_fails_closed_while_redis_is_down_and_recovers(
             # A private one can: no URL to kill, and the sweep removes its object later.
             assert (await call(api, "DELETE", f"/v1/files/{private['id']}"))[0] == 200
             private = await upload(api, png())
-            status, ready = await call(api, "GET", "/readyz")
+            ready_url = f"http://127.0.0.1:{ops_port}/readyz"
+            status, ready = await call(api, "GET", ready_url)
             assert status == 503 and ready["checks"]["redis"].startswith("error")
 
             start_valkey(stack.sup, redis_dir, persist=False, port=redis_port, name="outage-valkey")
@@ -64,7 +66,12 @@ async def test_api_fails_closed_while_redis_is_down_and_recovers(
                 return (await create(api, private["id"], {}))[0] == 200
 
             await wait_for(recovered, timeout=20, what="the API recovering with Redis")
-            assert (await call(api, "GET", "/readyz"))[0] == 200
+
+            # Readiness is cached for a moment: poll until it sees Redis again.
+            async def ready() -> bool:
+                return (await call(api, "GET", ready_url))[0] == 200
+
+            await wait_for(ready, timeout=10, what="readiness with Redis back")
     finally:
         stack.sup.stop("outage-api")
         stack.sup.stop("outage-valkey")

@@ -39,9 +39,19 @@ def test_a_file_needs_a_name(name: str | None) -> None:
         rules.check_filename(name)
 
 
-@pytest.mark.parametrize("name", ["a\x00b", "a\nb.png", "x" * 1025])
+@pytest.mark.parametrize("name", ["a\x01b", "a\nb.png", "x" * 1025])
 def test_control_characters_and_overlong_names_are_refused(name: str) -> None:
     with pytest.raises(InvalidArgument, match="at most 1024 characters"):
+        rules.check_filename(name)
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [("a\x00b", "must not contain NUL"), ("caf\udce9.png", "not valid UTF-8")],
+)
+def test_names_postgresql_cannot_store_are_refused(name: str, message: str) -> None:
+    """A NUL, or a header's undecodable byte (a lone surrogate): a 400, never a 500."""
+    with pytest.raises(InvalidArgument, match=message):
         rules.check_filename(name)
 
 
@@ -59,9 +69,14 @@ def test_an_upload_may_reach_the_limit_but_not_pass_it() -> None:
     assert err.value.message == "file exceeds the maximum upload size of 1000 bytes"
 
 
-@pytest.mark.parametrize("fmt", [None, "", "original"])
+@pytest.mark.parametrize("fmt", [None, "original"])
 def test_any_file_reads_in_its_original_format(fmt: str | None) -> None:
     rules.check_content_format(fmt, "image/png")
+
+
+def test_an_empty_format_is_not_a_format() -> None:
+    with pytest.raises(InvalidArgument, match="original or text"):
+        rules.check_content_format("", "image/png")
 
 
 def test_text_format_is_for_text_files_only() -> None:
@@ -122,7 +137,8 @@ def test_a_malformed_upload_lifetime_says_what_is_wrong(
 def test_a_json_lifetime_is_an_integer_or_null() -> None:
     assert rules.json_expires_after(None) is None
     assert rules.json_expires_after(7200) == 7200
-    for bad in (True, "7200", 7200.0, [7200]):
+    assert rules.json_expires_after(7200.0) == 7200  # JSON Schema's integer
+    for bad in (True, "7200", 7200.5, float("inf"), [7200]):
         with pytest.raises(InvalidArgument, match="integer number of seconds or null"):
             rules.json_expires_after(bad)
 

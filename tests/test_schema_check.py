@@ -3,12 +3,16 @@ a rollout new code never serves before `filecdn migrate` has run; a newer schema
 
 from __future__ import annotations
 
+import re
+import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
 
+from cli.embedded import free_port
 from shared import db
 from tests.conftest import Stack
 
@@ -53,3 +57,31 @@ async def test_a_missing_middle_migration_is_refused_and_a_newer_schema_is_not(
             await db.check_schema(conn)
     finally:
         await conn.close()
+
+
+@pytest.mark.parametrize("process", ["api", "worker"])
+async def test_a_process_on_an_unmigrated_database_exits_with_one_line(
+    stack: Stack, empty_database: str, process: str
+) -> None:
+    env = {
+        **stack.env,
+        "DATABASE_URL": empty_database,
+        **{
+            name: str(free_port())
+            for name in ("API_PORT", "GRPC_PORT", "OPS_PORT", "WORKER_OPS_PORT")
+        },
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "cli", process],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert re.fullmatch(
+        r"error: the database lacks migrations 0001, .*: run `filecdn migrate` before .*", last
+    ), done.stderr

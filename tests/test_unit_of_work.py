@@ -40,6 +40,12 @@ class Journal:
 class FakeConnection:
     def __init__(self, journal: Journal) -> None:
         self.journal = journal
+        self.audit_rows: list[tuple[Any, ...]] = []
+
+    async def executemany(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
+        assert sql.lstrip().startswith("INSERT INTO audit_events")
+        self.journal.add(f"audit {len(rows)}")
+        self.audit_rows += rows
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[None]:
@@ -125,6 +131,7 @@ async def test_cache_writes_happen_inside_and_effects_after_commit_in_order(
         "cache_put tokenABCDEF",
         "cache_delete old1 old2",
         "body done",
+        "audit 1",  # the change's row, the transaction's last statement
         "commit",
         "release",  # the connection goes back before any effect runs
         f"publish {FILE}",
@@ -137,6 +144,9 @@ async def test_cache_writes_happen_inside_and_effects_after_commit_in_order(
     assert created["actor"] == "key fcdn_abcdefg…"
     assert created["token"] == "toke"  # never the whole token
     assert created["expires_at"] == AT.isoformat()
+    assert uow.conn.audit_rows == [  # type: ignore[attr-defined]
+        (1, FILE, "url.created", "api_key", 7, "fcdn_abcdefg", "toke", None, AT)
+    ]
 
 
 async def test_a_failing_effect_is_logged_and_the_others_still_run(
@@ -147,6 +157,7 @@ async def test_a_failing_effect_is_logged_and_the_others_still_run(
         async with unit_of_work(fake_res, WORKER) as uow:  # no exception reaches the caller
             _everything(uow)
     assert [e for e in journal.entries if " " in e] == [
+        "audit 1",
         f"publish {FILE}",
         "enqueue url-expiry:5:2",
         "count url.created",
@@ -181,7 +192,7 @@ async def test_a_failing_cache_delete_aborts_the_change(
         async with unit_of_work(fake_res, KEY) as uow:
             uow.record(Change(ChangeKind.URL_REVOKED, FILE, 1, token="tok"))
             await uow.cache_delete("tok")
-    assert journal.entries == ["begin", "cache_delete tok", "rollback", "release"]
+    assert journal.entries == ["begin", "cache_delete tok", "rollback", "release"]  # no audit
 
 
 async def test_an_early_return_still_commits_and_runs_what_was_registered(

@@ -10,6 +10,7 @@ import uuid
 
 import aiohttp
 
+from shared import files, public_urls, teams
 from shared.resources import Resources
 from tests.conftest import Stack, TeamKey
 from tests.helpers import (
@@ -19,6 +20,7 @@ from tests.helpers import (
     pending_multipart_uploads,
     png,
     snapshot,
+    team_rows,
     upload,
     wait_for,
     wait_for_log,
@@ -210,3 +212,33 @@ async def test_client_disconnecting_mid_upload_leaves_nothing(
     started = await wait_for_log(stack, "api", event="upload started", request_id=request_id)
     await wait_for_log(stack, "api", event="upload aborted", file_id=started["file_id"])
     assert await snapshot(res, team.team) == before
+
+
+async def test_a_commit_the_client_never_heard_of_is_retracted_without_a_trace(
+    res: Resources, team: TeamKey
+) -> None:
+    # What gRPC's UploadFile does when the client cancels while the commit runs.
+    caller = await teams.authenticate(res.db, team.key)
+    before = await snapshot(res, team.team)
+    up = files.Upload(res, caller, "late.png")
+    await up.write(png(3000))
+    stored = await up.commit()
+    assert await team_rows(res, team.team) == before[0] + 1
+    await up.retract()
+    assert await snapshot(res, team.team) == before
+    assert (
+        await res.db.fetchval("SELECT count(*) FROM audit_events WHERE file_id = $1", stored.id)
+        == 0
+    )
+
+
+async def test_a_retraction_keeps_a_file_that_got_a_url_meanwhile(
+    res: Resources, team: TeamKey
+) -> None:
+    caller = await teams.authenticate(res.db, team.key)
+    up = files.Upload(res, caller, "shared.png")
+    await up.write(png(3000))
+    stored = await up.commit()
+    await public_urls.create(res, caller, stored.id, None)
+    await up.retract()
+    assert (await files.get_file(res, team.team, stored.id)).url_token is not None

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+from collections.abc import Callable
 
 import structlog
 from redis.exceptions import ResponseError
@@ -19,6 +20,7 @@ from shared.actors import WORKER
 from shared.resources import Resources
 from shared.unit_of_work import unit_of_work
 from worker.failures import log_failure
+from worker.metrics import EVENTS
 
 log = structlog.get_logger(__name__)
 
@@ -61,36 +63,54 @@ async def handle(res: Resources, event: events.FileEvent) -> None:
         uow.count("objects.deleted", file_id=event.file_id, reason=event.reason)
 
 
-async def _process(res: Resources, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> int:
+Beat = Callable[[], None]
+
+
+def _no_beat() -> None:
+    pass
+
+
+async def _process(
+    res: Resources, entries: list[tuple[bytes, dict[bytes, bytes]]], beat: Beat = _no_beat
+) -> int:
     done = 0
     for entry_id, fields in entries:
+        beat()
         try:
             event = events.FileEvent.from_fields(fields)
         except (KeyError, ValueError, UnicodeDecodeError):
             log.error("malformed event dropped", entry_id=entry_id)
+            EVENTS.labels("malformed").inc()
         else:
-            await handle(res, event)  # an exception leaves the entry pending: retried later
+            try:
+                await handle(res, event)  # an exception leaves the entry pending: retried later
+            except Exception:
+                EVENTS.labels("failed").inc()
+                raise
+            EVENTS.labels("handled").inc()
         await res.redis.xack(events.STREAM, events.GROUP, entry_id)
         done += 1
     return done
 
 
-async def consume(res: Resources, name: str, stop: asyncio.Event) -> None:
-    """Consume until stopped: own pending entries first, then idle ones of dead consumers."""
+async def consume(res: Resources, name: str, stop: asyncio.Event, beat: Beat = _no_beat) -> None:
+    """Consume until stopped: own pending entries first, then idle ones of dead consumers.
+    `beat` is called every turn (at least once a second) and for every entry."""
     claim_idle = res.settings.event_claim_idle_ms
     next_claim = 0.0
     while not stop.is_set():
+        beat()
         try:
             await ensure_group(res)
             loop = asyncio.get_running_loop()
             if loop.time() >= next_claim:
                 next_claim = loop.time() + claim_idle / 1000 / 2
-                await _reclaim(res, name, claim_idle)
+                await _reclaim(res, name, claim_idle, beat)
             reply = await res.redis.xreadgroup(
                 events.GROUP, name, {events.STREAM: ">"}, count=_BATCH, block=_BLOCK_MS
             )
             for _, entries in reply or []:
-                await _process(res, entries)
+                await _process(res, entries, beat)
         except Exception as exc:
             log_failure(log, "event consumer", exc)
             await asyncio.sleep(1)
@@ -107,11 +127,11 @@ async def _forget_dead_consumers(res: Resources, name: str) -> None:
             await res.redis.xgroup_delconsumer(events.STREAM, events.GROUP, cname)
 
 
-async def _reclaim(res: Resources, name: str, claim_idle: int) -> None:
+async def _reclaim(res: Resources, name: str, claim_idle: int, beat: Beat) -> None:
     # Our own pending entries (a restart with the same name), then everyone's idle ones.
     own = await res.redis.xreadgroup(events.GROUP, name, {events.STREAM: "0"}, count=_BATCH)
     for _, entries in own or []:
-        await _process(res, entries)
+        await _process(res, entries, beat)
     start = "0-0"
     while True:
         start, claimed, *_ = await res.redis.xautoclaim(
@@ -123,7 +143,7 @@ async def _reclaim(res: Resources, name: str, claim_idle: int) -> None:
             count=_BATCH,
         )
         if claimed:
-            await _process(res, claimed)
+            await _process(res, claimed, beat)
         if start in (b"0-0", "0-0"):
             break
     await _forget_dead_consumers(res, name)

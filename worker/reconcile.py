@@ -11,7 +11,12 @@ and other workers:
   no row at all for two passes (a create that failed after writing its entry);
 - overdue URLs and files are retired directly (their jobs may have been lost);
 - objects are deleted only for rows marked deleted, or with no row after a grace period
-  (an upload in progress has no row yet).
+  (an upload in progress has no row yet);
+- at the orphan sweep's cadence, rows past their retention are deleted (`retention.py`).
+
+Each pass is recorded for the operators: what it fixed, how long it took, or why it failed
+(`shared.ops_state.record_reconcile`, Prometheus, the per-minute buckets). The reconciler
+beats the worker's heartbeat per batch, so a long pass is not taken for a stuck one.
 """
 
 from __future__ import annotations
@@ -19,16 +24,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import structlog
 
-from shared import events, files, public_urls, scheduling
+from shared import events, files, metrics, ops_state, public_urls, scheduling
 from shared.actors import WORKER
 from shared.resources import Resources
 from shared.unit_of_work import unit_of_work
 from worker import events as event_consumer
+from worker import metrics as observed
+from worker import retention
 from worker.failures import log_failure
 
 log = structlog.get_logger(__name__)
@@ -39,11 +47,16 @@ LOCK_KEY = "filecdn:reconcile:lock"
 _BATCH = 1000  # rows per transaction and pipeline: fewer round trips, short locks
 
 
+def _no_beat() -> None:
+    pass
+
+
 @dataclass
 class Reconciler:
     res: Resources
     orphan_candidates: set[str] = field(default_factory=set)
     next_sweep: float = 0.0
+    beat: Callable[[], None] = _no_beat  # progress, for the worker's heartbeat
 
     async def redis_was_emptied(self) -> bool:
         """REDIS_URL's Redis, or the token cache's own, lost its data."""
@@ -72,6 +85,7 @@ class Reconciler:
         if full or time.monotonic() >= self.next_sweep:
             self.next_sweep = time.monotonic() + self.res.settings.sweep_interval_seconds
             stats["objects_swept"] = await self.sweep_orphans()
+            stats |= await retention.sweep(self.res)
         if full:
             await event_consumer.ensure_group(self.res)
             stats["jobs_scheduled"] = counts[2]
@@ -83,6 +97,7 @@ class Reconciler:
         restored = 0
         last_id = 0
         while True:
+            self.beat()
             async with unit_of_work(self.res, WORKER) as uow:
                 rows = await uow.conn.fetch(
                     """SELECT u.id AS url_id, u.token, u.expires_at AS url_expires_at,
@@ -119,6 +134,7 @@ class Reconciler:
         removed = 0
         seen_orphans: set[str] = set()
         async for batch in self.res.tokens.tokens(_BATCH):
+            self.beat()
             rows = await self.res.db.fetch(
                 """SELECT token, revoked_at IS NOT NULL
                           OR (expires_at IS NOT NULL AND expires_at <= now()) AS dead
@@ -148,6 +164,7 @@ class Reconciler:
         )
         expired = []
         for r in rows:
+            self.beat()
             if (await public_urls.expire(self.res, r["id"], r["version"])).expired:
                 expired.append(r["id"])
         return expired
@@ -158,6 +175,7 @@ class Reconciler:
         )
         count = 0
         for r in rows:
+            self.beat()
             count += await files.expire_file(self.res, r["id"])
         return count
 
@@ -170,6 +188,7 @@ class Reconciler:
                   AND deleted_at < now() - interval '1 minute' LIMIT 1000"""
         )
         for r in pending:
+            self.beat()
             event = events.FileEvent(
                 events.FILE_DELETED,
                 r["id"],
@@ -189,6 +208,7 @@ class Reconciler:
         async for key, modified in self.res.storage.list_objects("objects/"):
             batch.append((key, modified))
             if len(batch) >= _BATCH:
+                self.beat()
                 swept += await self._sweep_batch(batch, cutoff)
                 batch = []
         if batch:
@@ -228,20 +248,56 @@ class Reconciler:
         return await scheduling.enqueue_many(self.res.arq, jobs)
 
 
-async def loop(res: Resources, stop: asyncio.Event) -> None:
-    """Reconcile every interval; check each second whether Redis came back empty."""
-    reconciler = Reconciler(res)
+async def recorded_pass(reconciler: Reconciler, worker: str, *, full: bool) -> dict[str, int]:
+    """One pass, recorded: what it fixed, or why it failed (then raised on)."""
+    res = reconciler.res
+    started = time.monotonic()
+    fixed: dict[str, int] | None = None
+    error: str | None = None
+    try:
+        fixed = await reconciler.run_once(full=full)
+        return fixed
+    except Exception as exc:
+        error = f"{type(exc).__name__}: {exc}"
+        raise
+    finally:
+        seconds = time.monotonic() - started
+        observed.RECONCILE_RUNS.labels("ok" if error is None else "error").inc()
+        observed.RECONCILE_DURATION.observe(seconds)
+        if fixed is not None:
+            observed.RECONCILE_LAST_SUCCESS.set_to_current_time()
+            for kind, n in fixed.items():
+                observed.RECONCILE_FIXED.labels(kind).inc(n)
+        # Only observed: when Redis is what failed, the record is lost with it.
+        with contextlib.suppress(Exception):
+            await ops_state.record_reconcile(
+                res.redis, worker=worker, seconds=seconds, full=full, fixed=fixed, error=error
+            )
+            await metrics.add(
+                res.redis,
+                observed.reconcile_fields(fixed),
+                res.settings.metrics_retention_seconds,
+            )
+
+
+async def loop(
+    res: Resources, stop: asyncio.Event, beat: Callable[[], None] = _no_beat, worker: str = ""
+) -> None:
+    """Reconcile every interval; check each second whether Redis came back empty.
+    `beat` is called every turn and per batch of a pass (the worker's heartbeat)."""
+    reconciler = Reconciler(res, beat=beat)
     interval = res.settings.reconcile_interval
     next_run = 0.0
     first = True
     while not stop.is_set():
+        beat()
         try:
             now = asyncio.get_running_loop().time()
             emptied = await reconciler.redis_was_emptied()
             if emptied or now >= next_run:
                 # Per-pass lock: several workers need not all do the same work at once.
                 if await res.redis.set(LOCK_KEY, "1", nx=True, px=int(interval * 1000)) or emptied:
-                    stats = await reconciler.run_once(full=emptied or first)
+                    stats = await recorded_pass(reconciler, worker, full=emptied or first)
                     if any(stats.values()):
                         log.info("reconciled", **stats)
                 first = False

@@ -1,7 +1,10 @@
 """The arq `Worker`, built from our Settings: typed keywords, explicit timeouts and tries.
 
-`on_startup` opens the shared resources once and starts the stream consumer and the
-reconcile loop beside arq's job runner; `on_shutdown` stops them and closes everything.
+`on_startup` opens the shared resources once and starts the stream consumer, the
+reconcile loop, the link-stats fold, the state sampler and the ops listener
+(WORKER_OPS_PORT) beside arq's job runner; `on_shutdown` stops them and closes everything.
+arq's poll loop beats the heartbeat once per turn (`HeartbeatWorker.heart_beat`, arq's own
+per-turn hook); the other loops beat it themselves.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from arq.worker import Worker, func
 from shared import scheduling
 from shared.resources import open_resources
 from shared.settings import Settings
-from worker import events, jobs, reconcile
+from worker import events, jobs, link_stats_fold, ops, reconcile, samples
 
 # An expiry job is one short transaction (plus an event or a job after it).
 JOB_TIMEOUT_SECONDS = 60
@@ -24,7 +27,8 @@ JOB_TIMEOUT_SECONDS = 60
 MAX_TRIES = 10
 KEEP_RESULT_SECONDS = 60
 POLL_DELAY_SECONDS = 0.25
-# The liveness sentinel `filecdn worker --check` reads (arq's default is an hour).
+# arq's per-queue health key (`arq.worker.check_health`; arq's default is an hour). Our
+# probes use this process's own heartbeat instead (worker/ops.py).
 HEALTH_CHECK_INTERVAL_SECONDS = 30
 
 
@@ -34,8 +38,21 @@ def redis_settings(settings: Settings) -> RedisSettings:
     return RedisSettings.from_dsn(settings.redis_url)
 
 
+class HeartbeatWorker(Worker):
+    """arq's Worker, beating this process's heartbeat once per turn of its poll loop."""
+
+    def __init__(self, *args: Any, heartbeat: ops.Heartbeat, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.heartbeat = heartbeat
+
+    async def heart_beat(self) -> None:
+        self.heartbeat.beat("jobs")
+        await super().heart_beat()
+
+
 def build_worker(settings: Settings) -> Worker:
     """The worker process's arq runner (build it inside the event loop it will run on)."""
+    heartbeat = ops.Heartbeat(settings.worker_stall_seconds)
 
     async def on_startup(ctx: dict[Any, Any]) -> None:
         stack = contextlib.AsyncExitStack()
@@ -43,11 +60,18 @@ def build_worker(settings: Settings) -> Worker:
         res = await stack.enter_async_context(open_resources(settings))
         await res.storage.ensure_bucket()
         ctx["resources"] = res
+        listener = await ops.start(settings, heartbeat)
+        stack.push_async_callback(listener.cleanup)
         stop = asyncio.Event()
         ctx["stop"] = stop
+        name = events.consumer_name()
         ctx["loops"] = [
-            asyncio.create_task(events.consume(res, events.consumer_name(), stop)),
-            asyncio.create_task(reconcile.loop(res, stop)),
+            asyncio.create_task(events.consume(res, name, stop, lambda: heartbeat.beat("events"))),
+            asyncio.create_task(
+                reconcile.loop(res, stop, lambda: heartbeat.beat("reconcile"), worker=name)
+            ),
+            asyncio.create_task(link_stats_fold.loop(res, stop, lambda: heartbeat.beat("links"))),
+            asyncio.create_task(samples.loop(res, stop)),
         ]
 
     async def on_shutdown(ctx: dict[Any, Any]) -> None:
@@ -57,7 +81,8 @@ def build_worker(settings: Settings) -> Worker:
         await asyncio.gather(*ctx["loops"], return_exceptions=True)
         await ctx["stack"].aclose()
 
-    return Worker(
+    return HeartbeatWorker(
+        heartbeat=heartbeat,
         functions=[
             func(
                 jobs.expire_public_url,

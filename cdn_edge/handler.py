@@ -11,6 +11,10 @@ gets the same 404. Only then are bytes chosen, from the cheapest place that has 
   has it (EDGE_EVENT_LOOP=asyncio), else read and written in 256 KiB chunks (uvloop);
 - anything else streamed from S3 in chunks, with the client's back-pressure, and the S3
   response closed the moment the client goes away (the handler is cancelled).
+
+Counting happens after the answer is decided, never before authorisation: the request's
+counters (`cdn_edge.metrics`) and, for a GET answered 200 or 206, its token's hits and bytes
+(`cdn_edge.links`). A client that leaves is a 499: no error, no traceback.
 """
 
 from __future__ import annotations
@@ -26,15 +30,16 @@ import structlog
 from aiohttp import web
 from multidict import CIMultiDict
 
-from cdn_edge import responses
+from cdn_edge import metrics, responses
 from cdn_edge.cache import DiskCache, DiskWriter, MemoryCache
 from cdn_edge.conditional import Conditions, Outcome, evaluate, range_applies
+from cdn_edge.links import LinkCounts
 from cdn_edge.lookups import RedisUnavailable, TokenLookups
-from cdn_edge.metrics import EdgeMetrics, prometheus
+from cdn_edge.metrics import Counters
 from cdn_edge.origin import Origin, OriginError, origin_error
 from cdn_edge.ranges import UNSATISFIABLE, content_range, parse_range
 from cdn_edge.responses import RecordView, RecordViews
-from shared.token_cache import now_ms
+from shared.token_cache import UrlRecord, now_ms
 
 log = structlog.get_logger(__name__)
 access = structlog.get_logger("edge.access")
@@ -45,16 +50,28 @@ _PREAD_CHUNK = 256 * 1024
 _MAX_TOKEN = 128  # longer than any token we issue: answered 404 without a lookup
 
 
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """What a 200 or 206 sends: decided from the headers, before any byte is looked for."""
+
+    status: int  # 200 or 206
+    headers: CIMultiDict[str]
+    first: int  # the first byte of the object sent
+    length: int  # bytes in the body
+    partial: bool  # a Range applied (bytes first..first+length-1 of the object)
+
+
 @dataclass(slots=True)
 class Served:
     """What one request was answered, for the metrics and the access log."""
 
-    status: int = 0
+    status: int = 0  # set by a path that knows better than the response (499, a cut body)
     sent: int = 0
     cache: str | None = None  # "memory", "disk" or "miss" when content was sent
+    token: str | None = None  # once the token is known to be live
 
 
-class Edge:
+class EdgeHandler:
     """The edge's request handler and the state it serves from (no authorisation state)."""
 
     def __init__(
@@ -64,7 +81,8 @@ class Edge:
         origin: Origin,
         memory: MemoryCache,
         disk: DiskCache,
-        metrics: EdgeMetrics | None,
+        counters: Counters | None,
+        links: LinkCounts | None,
         access_log: bool,
     ) -> None:
         self.lookups = lookups
@@ -72,10 +90,11 @@ class Edge:
         self.origin = origin
         self.memory = memory
         self.disk = disk
-        self.metrics = metrics
+        self.counters = counters  # None: EDGE_METRICS=false, requests are not counted
+        self.links = links  # None: EDGE_LINK_STATS=false
         self.access_log = access_log
+        self.draining = False  # stopping: every response closes its connection
         self._fills: set[asyncio.Task[None]] = set()
-        self._totals = EdgeMetrics() if metrics is None else metrics
 
     # -- entry point ---------------------------------------------------------------------
 
@@ -83,19 +102,16 @@ class Edge:
         path = request.path
         if path == "/healthz":
             return web.json_response({"status": "ok"})
-        if path == "/metrics":
-            return web.Response(
-                body=prometheus(self._totals, self.gauges()),
-                content_type="text/plain",
-                headers={"Cache-Control": "no-store"},
-            )
-        started = time.perf_counter()
+        started = time.perf_counter_ns()
         served = Served()
         try:
             resp = await self._serve(request, path, served)
-            served.status = resp.status
-            if isinstance(resp, web.Response) and resp.body is not None:
-                served.sent = len(resp.body)  # type: ignore[arg-type]  # bytes here, never a Payload
+            served.status = served.status or resp.status
+            if isinstance(resp, web.Response):
+                if resp.body is not None:
+                    served.sent = len(resp.body)  # type: ignore[arg-type]  # bytes, never a Payload
+                if self.draining:
+                    resp.force_close()
             return resp
         except asyncio.CancelledError:
             served.status = served.status or 499  # nginx's "client closed request"
@@ -104,8 +120,15 @@ class Edge:
             served.status = served.status or 500  # aiohttp answers it and logs the error
             raise
         finally:
-            if self.metrics is not None:
-                self.metrics.record(served.status, served.sent, served.cache, started)
+            if self.counters is not None:
+                self.counters.record(served.status, served.sent, served.cache, started)
+            if (
+                self.links is not None
+                and served.token is not None
+                and (served.status == 200 or served.status == 206)
+                and request.method == "GET"
+            ):
+                self.links.add(served.token, served.sent)
             if self.access_log:
                 self._log(request, served, started)
 
@@ -135,6 +158,7 @@ class Edge:
             record.deadline_ms is not None and now_ms() >= record.deadline_ms
         ):
             return responses.error(404)
+        served.token = token
         return await self._represent(request, view, served)
 
     # -- HTTP semantics ------------------------------------------------------------------
@@ -169,27 +193,18 @@ class Edge:
             if wanted is not None:  # even all of it: a player asking `bytes=0-` wants a 206
                 first, last = wanted
                 partial = True
-        status = 206 if partial else 200
         length = last - first + 1
         headers = view.headers(length, content_range(first, last, size) if partial else None)
+        plan = Plan(206 if partial else 200, headers, first, length, partial)
         if request.method == "HEAD":
-            return web.Response(status=status, headers=headers)
-        return await self._send(request, view, status, headers, first, length, partial, served)
+            return web.Response(status=plan.status, headers=headers)
+        return await self._send(request, record, plan, served)
 
     # -- bytes ---------------------------------------------------------------------------
 
     async def _send(
-        self,
-        request: web.BaseRequest,
-        view: RecordView,
-        status: int,
-        headers: CIMultiDict[str],
-        first: int,
-        length: int,
-        partial: bool,
-        served: Served,
+        self, request: web.BaseRequest, record: UrlRecord, plan: Plan, served: Served
     ) -> web.StreamResponse:
-        record = view.record
         key, etag, size = record.object_key, record.etag, record.size
         if self.memory.admits(size):
             body = self.memory.get(key, etag)
@@ -203,74 +218,72 @@ class Edge:
                     served.cache = None
                     return responses.error(exc.status)
                 self.memory.put(key, etag, body)
-            if partial:
-                body = body[first : first + length]
-            return web.Response(status=status, body=body, headers=headers)
+            if plan.partial:
+                body = body[plan.first : plan.first + plan.length]
+            return web.Response(status=plan.status, body=body, headers=plan.headers)
 
         if self.disk.admits(size):
             f = self.disk.open(key, etag, size)
             if f is not None:
                 served.cache = "disk"
                 with f:
-                    return await self._send_file(request, status, headers, f, first, length, served)
+                    return await self._send_file(request, plan, f, served)
             self._fill_soon(key, etag, size)
 
         served.cache = "miss"
-        return await self._stream(request, status, headers, key, first, length, partial, served)
+        return await self._stream(request, plan, key, served)
 
     async def _send_file(
-        self,
-        request: web.BaseRequest,
-        status: int,
-        headers: CIMultiDict[str],
-        f: io.FileIO,
-        first: int,
-        length: int,
-        served: Served,
+        self, request: web.BaseRequest, plan: Plan, f: io.FileIO, served: Served
     ) -> web.StreamResponse:
-        resp = web.StreamResponse(status=status, headers=headers)
-        await resp.prepare(request)
-        transport = request.transport
-        if transport is None:
-            raise ConnectionResetError("client went away")
-        loop = asyncio.get_running_loop()
+        resp = self._stream_response(plan)
         try:
-            served.sent = await loop.sendfile(transport, f, first, length, fallback=False)
-        except NotImplementedError:  # an event loop without sendfile (uvloop): read + write
-            served.sent = await _copy_file(resp, f, first, length)
-        await resp.write_eof()
+            await resp.prepare(request)
+            transport = request.transport
+            if transport is None:
+                raise ConnectionResetError("client went away")
+            try:
+                served.sent = await asyncio.get_running_loop().sendfile(
+                    transport, f, plan.first, plan.length, fallback=False
+                )
+            except NotImplementedError:  # an event loop without sendfile (uvloop): read + write
+                served.sent = await _copy_file(resp, f, plan.first, plan.length, served)
+            if served.sent < plan.length:  # the cache file is shorter than its record
+                log.error("disk cache file shorter than its record: cutting the connection")
+                served.status = 500
+                transport.abort()
+                return resp
+            await resp.write_eof()
+        except ConnectionError:  # the client went away (reset, broken pipe, closed transport)
+            served.status = 499
         return resp
 
     async def _stream(
-        self,
-        request: web.BaseRequest,
-        status: int,
-        headers: CIMultiDict[str],
-        key: str,
-        first: int,
-        length: int,
-        partial: bool,
-        served: Served,
+        self, request: web.BaseRequest, plan: Plan, key: str, served: Served
     ) -> web.StreamResponse:
+        length = plan.length
         resp: web.StreamResponse | None = None
         try:
             opened = (
-                self.origin.open(key, first, first + length - 1)
-                if partial
+                self.origin.open(key, plan.first, plan.first + length - 1)
+                if plan.partial
                 else self.origin.open(key)
             )
             async with opened as src:
                 if src.content_length is not None and src.content_length != length:
                     raise OriginError(502, f"S3 has {src.content_length} bytes, expected {length}")
-                resp = web.StreamResponse(status=status, headers=headers)
+                resp = self._stream_response(plan)
                 await resp.prepare(request)
-                async for chunk in src.content.iter_chunked(_STREAM_CHUNK):
+                async for chunk in src.chunks(_STREAM_CHUNK):
                     await resp.write(chunk)  # waits while the client is slower than S3
                     served.sent += len(chunk)
             if served.sent != length:
                 raise OriginError(502, f"S3 sent {served.sent} of {length} bytes")
-        except ConnectionResetError:
-            raise  # the client went away (aiohttp's reset error is also a ClientError)
+        except ConnectionError:  # the client went away (aiohttp's reset is also a ClientError)
+            if resp is None:
+                raise  # not ours: S3 reset the connection before the head
+            served.status = 499
+            return resp
         except (OriginError, aiohttp.ClientError, TimeoutError) as exc:
             failure = origin_error(exc)
             if resp is None:
@@ -279,10 +292,20 @@ class Edge:
                 return responses.error(failure.status)
             # The head is gone already: cut the connection so the client sees a short body.
             log.warning("origin failed mid-body", reason=failure.reason, sent=served.sent)
+            served.status = failure.status
             if request.transport is not None:
                 request.transport.abort()
             return resp
-        await resp.write_eof()
+        try:
+            await resp.write_eof()
+        except ConnectionError:
+            served.status = 499
+        return resp
+
+    def _stream_response(self, plan: Plan) -> web.StreamResponse:
+        resp = web.StreamResponse(status=plan.status, headers=plan.headers)
+        if self.draining:
+            resp.force_close()
         return resp
 
     def _fill_soon(self, key: str, etag: str, size: int) -> None:
@@ -297,7 +320,7 @@ class Edge:
     async def _fill(self, key: str, writer: DiskWriter) -> None:
         try:
             async with self.origin.open(key) as src:
-                async for chunk in src.content.iter_chunked(_FILL_CHUNK):
+                async for chunk in src.chunks(_FILL_CHUNK):
                     writer.write(chunk)
             writer.commit()
         except BaseException as exc:
@@ -318,15 +341,15 @@ class Edge:
 
     # -- observability -------------------------------------------------------------------
 
-    def gauges(self) -> dict[str, float]:
-        return {
-            "memory_cache_bytes": self.memory.bytes,
-            "memory_cache_objects": len(self.memory),
-            "disk_cache_bytes_estimate": self.disk.estimate,
-            "disk_cache_fills": len(self._fills),
-        }
+    def publish_gauges(self, counters: Counters) -> None:
+        """Write the caches' sizes into this process's slot (once a second)."""
+        slot = counters.slot
+        slot[metrics.MEMORY_CACHE_BYTES] = self.memory.bytes
+        slot[metrics.MEMORY_CACHE_OBJECTS] = len(self.memory)
+        slot[metrics.DISK_CACHE_BYTES] = self.disk.estimate
+        slot[metrics.DISK_CACHE_FILLS] = len(self._fills)
 
-    def _log(self, request: web.BaseRequest, served: Served, started: float) -> None:
+    def _log(self, request: web.BaseRequest, served: Served, started: int) -> None:
         # Tokens are bearer secrets: the log keeps enough to correlate, not to replay.
         _, _, rest = request.path.partition("/")
         token, slash, name = rest.partition("/")
@@ -339,17 +362,21 @@ class Edge:
             bytes=served.sent,
             range=request.headers.get("Range"),
             cache=served.cache,
-            ms=round((time.perf_counter() - started) * 1000, 2),
+            ms=round((time.perf_counter_ns() - started) / 1e6, 2),
             peer=request.remote,
         )
 
 
-async def _copy_file(resp: web.StreamResponse, f: io.FileIO, first: int, length: int) -> int:
-    fd, sent = f.fileno(), 0
-    while sent < length:
-        chunk = os.pread(fd, min(_PREAD_CHUNK, length - sent), first + sent)
+async def _copy_file(
+    resp: web.StreamResponse, f: io.FileIO, first: int, length: int, served: Served
+) -> int:
+    """Read and write in chunks; stops early (returning less) if the file is short."""
+    fd = f.fileno()
+    served.sent = 0
+    while served.sent < length:
+        chunk = os.pread(fd, min(_PREAD_CHUNK, length - served.sent), first + served.sent)
         if not chunk:
-            raise ConnectionResetError("cache file shorter than its record")
+            break
         await resp.write(chunk)
-        sent += len(chunk)
-    return sent
+        served.sent += len(chunk)
+    return served.sent

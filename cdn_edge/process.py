@@ -1,0 +1,238 @@
+"""One edge process: its clients, caches and background tasks, from start to drained stop.
+
+The edge holds no database connection and no authorisation state: Redis (token records)
+and S3 (bytes) are all it talks to, so any number of processes and replicas agree.
+
+Stopping (see `cdn_edge.stopping`): on SIGTERM the process keeps serving for
+EDGE_DRAIN_DELAY with every response closing its connection (keep-alive clients reconnect,
+to another replica once the load balancer has seen /readyz fail), then closes its listener,
+closes idle connections, and gives the responses under way EDGE_DRAIN_TIMEOUT to finish
+before it cuts them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from collections.abc import AsyncIterator
+
+import redis.asyncio as aioredis
+import structlog
+from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
+
+from cdn_edge import metrics
+from cdn_edge.cache import DiskCache, MemoryCache
+from cdn_edge.evictions import tail_deletions
+from cdn_edge.handler import EdgeHandler
+from cdn_edge.links import MAX_TOKENS, LinkCounts
+from cdn_edge.lookups import TokenLookups
+from cdn_edge.metrics import Counters
+from cdn_edge.ops import Readiness, start_ops
+from cdn_edge.origin import Origin
+from cdn_edge.reports import Reporter
+from cdn_edge.responses import RecordViews
+from cdn_edge.stopping import StopSignals
+from shared.redis_client import create_redis, create_token_redis, has_own_token_redis
+from shared.settings import Settings
+from shared.storage import Storage
+
+log = structlog.get_logger(__name__)
+
+
+@contextlib.asynccontextmanager
+async def open_edge(
+    settings: Settings, counters: Counters
+) -> AsyncIterator[tuple[EdgeHandler, aioredis.Redis]]:
+    """The handler with its dependencies, and the background tasks that keep it fresh."""
+    redis = create_redis(settings, timeout=settings.edge_redis_timeout)
+    # Token lookups may go to their own Redis (a cluster, or a replica near the edge).
+    own_token_redis = has_own_token_redis(settings)
+    token_redis = (
+        create_token_redis(settings, timeout=settings.edge_redis_timeout)
+        if own_token_redis
+        else redis
+    )
+    storage = Storage(settings)
+    lookups = TokenLookups(token_redis, settings.edge_redis_timeout)
+    wake = asyncio.Event()  # per-link counts are full: report before the second is up
+    links = LinkCounts(counters, MAX_TOKENS, wake.set) if settings.edge_link_stats else None
+    edge = EdgeHandler(
+        lookups=lookups,
+        views=RecordViews(settings.edge_cache_control),
+        origin=Origin(storage, settings.edge_s3_timeout, counters),
+        memory=MemoryCache(settings.edge_memory_cache_bytes, settings.edge_memory_cache_object_max),
+        disk=DiskCache(
+            settings.edge_cache_dir, settings.edge_disk_cache_bytes, settings.edge_disk_cache_bytes
+        ),
+        counters=counters if settings.edge_metrics else None,
+        links=links,
+        access_log=settings.edge_access_log,
+    )
+    reporter = Reporter(
+        redis,
+        counters,
+        metrics=settings.edge_metrics,
+        links=links,
+        retention=settings.metrics_retention_seconds,
+        timeout=settings.edge_redis_timeout,
+        gauges=lambda: edge.publish_gauges(counters),
+        wake=wake,
+    )
+    loop = asyncio.get_running_loop()
+    block_ms = max(100, int(settings.edge_redis_timeout * 500))  # half the socket timeout
+    tasks = [
+        loop.create_task(tail_deletions(redis, edge.evict, block_ms), name="evictions"),
+        loop.create_task(reporter.run(), name="reports"),
+    ]
+    if edge.disk.object_max > 0:
+        tasks.append(loop.create_task(edge.disk.run_trimmer(), name="disk-trimmer"))
+    try:
+        yield edge, redis
+    finally:
+        await stop_tasks(tasks)
+        await reporter.report()  # what the last second counted
+        await edge.close()
+        await lookups.close()
+        await storage.close()
+        if own_token_redis:
+            await token_redis.aclose()
+        await redis.aclose()
+
+
+async def stop_tasks(tasks: list[asyncio.Task[None]]) -> None:
+    """Cancel the tasks and wait for them, cancelling again while any survives: redis-py
+    can swallow a cancellation that lands while it is connecting (seen with 5.3 on 3.11)."""
+    pending = set(tasks)
+    while pending:
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=0.5)
+
+
+async def serve(settings: Settings, counters: Counters, *, reuse_port: bool, ops: bool) -> int:
+    """Serve until SIGTERM or SIGINT, drain, and stop; the exit status.
+
+    `ops`: this process runs the instance's ops listener too (`--workers 1`).
+    """
+    quiet_client_errors()
+    signals = StopSignals()
+    try:
+        async with open_edge(settings, counters) as (edge, redis):
+            server = web.Server(
+                edge.handle,
+                handler_cancellation=True,  # a client that leaves cancels its S3 read at once
+                access_log=None,
+                keepalive_timeout=settings.edge_keepalive_timeout,
+            )
+            runner = web.ServerRunner(
+                server, handle_signals=False, shutdown_timeout=settings.edge_drain_timeout
+            )
+            await runner.setup()
+            readiness = Readiness(
+                redis, settings.edge_redis_timeout, lambda: counters.slot[metrics.SERVING]
+            )
+            ops_runner: web.AppRunner | None = None
+            try:
+                await web.TCPSite(
+                    runner,
+                    settings.edge_host,
+                    settings.edge_port,
+                    reuse_port=reuse_port,
+                    reuse_address=True,
+                    backlog=4096,
+                ).start()
+                if ops:
+                    ops_runner = await start_ops(
+                        settings,
+                        lambda: metrics.prometheus(
+                            counters.counters(),
+                            [counters.slot],
+                            [metrics.disk_cache_limit(settings.edge_disk_cache_bytes)],
+                        ),
+                        readiness,
+                    )
+            except OSError as exc:
+                log.error("edge cannot listen", error=str(exc))
+                await runner.cleanup()
+                return 1
+            counters.slot[metrics.SERVING] = 1
+            log.info("edge listening", url=f"http://{settings.edge_host}:{settings.edge_port}")
+            try:
+                await drain(settings, signals, edge, runner, server, readiness, counters)
+            finally:
+                if ops_runner is not None:
+                    await ops_runner.cleanup()
+    finally:
+        signals.close()
+    return 0
+
+
+async def drain(
+    settings: Settings,
+    signals: StopSignals,
+    edge: EdgeHandler,
+    runner: web.ServerRunner,
+    server: web.Server,
+    readiness: Readiness,
+    counters: Counters,
+) -> None:
+    """Wait for a stop signal, then stop taking traffic in the order load balancers need."""
+    sig = await signals.wait()
+    began = time.monotonic()
+    readiness.stopping = True
+    counters.slot[metrics.SERVING] = 0
+    edge.draining = True
+    if sig == signal.SIGTERM and settings.edge_drain_delay > 0:
+        log.info(
+            "edge draining: /readyz answers 503, responses close their connections",
+            delay_s=settings.edge_drain_delay,
+        )
+        await signals.delay(settings.edge_drain_delay)
+    log.info(
+        "edge stopping: listener closed, finishing responses under way",
+        connections=len(server.connections),
+        timeout_s=settings.edge_drain_timeout,
+    )
+    deadline = time.monotonic() + settings.edge_drain_timeout
+    transports = [c.transport for c in server.connections if c.transport is not None]
+    await runner.cleanup()
+
+    # aiohttp has handed the last bytes to the transports and closed them; a slow client
+    # may not have taken them yet. Exiting now would drop that tail: wait for it (bounded;
+    # polled, as no callback tells when a closed transport has flushed).
+    def unsent() -> bool:
+        return any(t.get_write_buffer_size() for t in transports)
+
+    while unsent() and time.monotonic() < deadline:  # noqa: ASYNC110
+        await asyncio.sleep(0.01)
+    for t in transports:
+        if t.get_write_buffer_size():
+            t.abort()  # out of time: cut, so the client sees a short body, never a wrong one
+    log.info("edge stopped", signal=sig.name, drain_s=round(time.monotonic() - began, 3))
+
+
+class _ClientCaused(logging.Filter):
+    """aiohttp logs a client's malformed request or early disconnect as an error with a
+    traceback; those are the client's doing: one info line, no traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, ConnectionError | HttpProcessingError):
+            what = "client went away" if isinstance(exc, ConnectionError) else "bad request"
+            peer = record.args[0] if isinstance(record.args, tuple) and record.args else "?"
+            detail = " ".join(str(exc).split())[:200]  # aiohttp's messages span lines
+            record.msg = f"{what}: {type(exc).__name__}: {detail} (peer {peer})"
+            record.args = None
+            record.exc_info = record.exc_text = None
+            record.levelno, record.levelname = logging.INFO, "INFO"
+        return True
+
+
+def quiet_client_errors() -> None:
+    server_log = logging.getLogger("aiohttp.server")
+    if not any(isinstance(f, _ClientCaused) for f in server_log.filters):
+        server_log.addFilter(_ClientCaused())
