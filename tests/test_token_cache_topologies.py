@@ -98,6 +98,15 @@ async def test_urls_serve_update_and_die_through_the_topologys_token_cache(
     assert (await fetch(again["public_url"]))[0] == 404
 
 
+async def test_api_and_edge_readiness_check_the_token_caches_own_redis(
+    topology: Topology,
+) -> None:
+    for port in (topology.env["OPS_PORT"], topology.env["EDGE_OPS_PORT"]):
+        async with aiohttp.ClientSession() as s, s.get(f"http://127.0.0.1:{port}/readyz") as r:
+            body = await r.json()
+            assert r.status == 200 and body["checks"]["token_cache"] == "ok", body
+
+
 async def test_a_url_expires_at_its_deadline_and_the_worker_retires_it(
     topology: Topology,
     tapi: aiohttp.ClientSession,
