@@ -252,6 +252,10 @@ class TokenCache:
         await self._write(writes)
         return len(writes)
 
+    async def present(self, tokens: Sequence[str]) -> list[bool]:
+        """Which of the tokens have an entry, in one round trip (per node on a cluster)."""
+        return [raw is not None for raw in await self.mget([key(t) for t in tokens])]
+
     async def mget(self, keys: list[str]) -> list[bytes | None]:
         """Raw values of the keys; on a cluster, one MGET per slot, pipelined per node."""
         if isinstance(self.redis, RedisCluster):
