@@ -1,9 +1,10 @@
 """Liveness, and readiness: PostgreSQL, Redis and S3 each answer within a bound.
 
 `/healthz` (public port and ops port) says the process serves. Readiness runs the three
-checks in parallel, each bounded at CHECK_TIMEOUT, and keeps the result for CACHE_SECONDS:
-probes from the kubelet, the dashboard and Prometheus together cost at most one round of
-checks that often, and callers arriving while a round runs share it.
+checks (four when the token cache has its own Redis: `token_cache`) in parallel, each
+bounded at CHECK_TIMEOUT, and keeps the result for CACHE_SECONDS: probes from the kubelet,
+the dashboard and Prometheus together cost at most one round of checks that often, and
+callers arriving while a round runs share it.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from shared.resources import Resources
 
 CHECK_TIMEOUT = 2.0
 CACHE_SECONDS = 1.5
-DEPENDENCIES = ("postgres", "redis", "s3")
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -78,12 +78,15 @@ class Readiness:
 
     async def _run(self) -> Result:
         res = self._res
-        checks = await asyncio.gather(
-            _check(lambda: res.db.fetchval("SELECT 1")),
-            _check(lambda: res.redis.ping()),
-            _check(res.storage.ping),
-        )
-        self._result = Result(dict(zip(DEPENDENCIES, checks, strict=True)), time.time())
+        probes: dict[str, Callable[[], Awaitable[object]]] = {
+            "postgres": lambda: res.db.fetchval("SELECT 1"),
+            "redis": lambda: res.redis.ping(),
+            "s3": res.storage.ping,
+        }
+        if res.tokens.redis is not res.redis:  # the token cache's own Redis (or cluster)
+            probes["token_cache"] = lambda: res.tokens.redis.ping()
+        checks = await asyncio.gather(*(_check(probe) for probe in probes.values()))
+        self._result = Result(dict(zip(probes, checks, strict=True)), time.time())
         self._at = time.monotonic()
         return self._result
 

@@ -6,20 +6,27 @@ authorisation is remembered between requests, so a revoke bites on the very next
 Coalescing is what lets one edge process keep up with thousands of requests a second
 through redis-py (one command per tick instead of one per request).
 
-Fail closed: while Redis is unreachable, slow or answering errors, lookups raise
-`RedisUnavailable` (the edge answers 503). The client's own timeouts bound the wait, and
-its pool reconnects by itself once Redis is back.
+On a Redis Cluster (TOKEN_REDIS_MODE=cluster) the tick's keys are split per hash slot, one
+MGET per slot, and each node's MGETs leave as one pipeline, the nodes in parallel
+(redis-py's `mget_nonatomic`): a request still costs one round trip to the node holding
+its token. Tokens are not hash-tagged, so they spread over every shard.
+
+Fail closed: while Redis is unreachable, slow or answering errors (a cluster's included:
+a slot without a node, a failover under way), lookups raise `RedisUnavailable` (the edge
+answers 503). The client's own timeouts bound the wait, and its pool reconnects (a
+cluster client re-reads the slot map) by itself once Redis is back.
 """
 
 from __future__ import annotations
 
 import asyncio
 
-import redis.asyncio as aioredis
 import structlog
-from redis.exceptions import RedisError
+from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import RedisClusterException, RedisError
 
 from shared import token_cache
+from shared.token_cache import TokenRedis
 
 log = structlog.get_logger(__name__)
 
@@ -31,8 +38,9 @@ class RedisUnavailable(Exception):
 
 
 class TokenLookups:
-    def __init__(self, redis: aioredis.Redis, timeout: float) -> None:
+    def __init__(self, redis: TokenRedis, timeout: float) -> None:
         self._redis = redis
+        self._cluster = redis if isinstance(redis, RedisCluster) else None
         self._timeout = timeout
         self._loop = asyncio.get_running_loop()
         self._keys: list[str] = []
@@ -61,8 +69,11 @@ class TokenLookups:
     async def _mget(self, keys: list[str], waiters: list[asyncio.Future[bytes | None]]) -> None:
         try:
             async with asyncio.timeout(self._timeout):
-                values = await self._redis.mget(keys)
-        except (RedisError, OSError, TimeoutError) as exc:
+                if self._cluster is not None:
+                    values = await self._cluster.mget_nonatomic(keys)
+                else:
+                    values = await self._redis.mget(keys)
+        except (RedisError, RedisClusterException, OSError, TimeoutError) as exc:
             log.warning("token lookup failed: answering 503", error=repr(exc), batch=len(keys))
             for waiter in waiters:
                 if not waiter.done():

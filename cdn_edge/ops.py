@@ -6,8 +6,9 @@ One per edge instance, in the supervisor (or in the process itself with `--worke
 - `GET /healthz`: 200 while the process runs (liveness);
 - `GET /readyz`: 200 when the instance should get traffic, else 503 with the failing check.
   Ready means: not stopping (503 from the first moment of a drain), at least one process
-  accepting connections, and Redis answering a PING within EDGE_REDIS_TIMEOUT (every
-  request needs Redis; an edge that cannot reach it can only answer 503). S3 is not checked:
+  accepting connections, and Redis (and the token cache's own Redis, when it has one)
+  answering a PING within EDGE_REDIS_TIMEOUT (every request needs Redis; an edge that cannot
+  reach it can only answer 503). S3 is not checked:
   the caches still serve while S3 is away, and an S3 outage hits every replica alike, so
   taking them all out of rotation would only turn some answers into none. The result is
   kept for a second, so probes from many sources cost one PING a second at most.
@@ -21,16 +22,24 @@ from collections.abc import Callable
 
 import redis.asyncio as aioredis
 from aiohttp import web
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 from shared.settings import Settings
+from shared.token_cache import TokenRedis
 
 _READY_FOR = 1.0  # seconds a readiness result is reused
 
 
 class Readiness:
-    def __init__(self, redis: aioredis.Redis, timeout: float, serving: Callable[[], int]) -> None:
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        timeout: float,
+        serving: Callable[[], int],
+        token_redis: TokenRedis | None = None,  # the token cache's own, when it has one
+    ) -> None:
         self._redis = redis
+        self._token_redis = token_redis
         self._timeout = timeout
         self._serving = serving
         self.stopping = False
@@ -53,13 +62,17 @@ class Readiness:
         serving = self._serving()
         checks["serving"] = f"{serving} process(es) accepting connections"
         ok = serving > 0
-        try:
-            async with asyncio.timeout(self._timeout):
-                await self._redis.ping()
-            checks["redis"] = "ok"
-        except (RedisError, OSError, TimeoutError) as exc:
-            checks["redis"] = f"unreachable within {self._timeout:g}s: {type(exc).__name__}"
-            ok = False
+        targets: dict[str, TokenRedis] = {"redis": self._redis}
+        if self._token_redis is not None:
+            targets["token_cache"] = self._token_redis
+        for name, client in targets.items():
+            try:
+                async with asyncio.timeout(self._timeout):
+                    await client.ping()
+                checks[name] = "ok"
+            except (RedisError, RedisClusterException, OSError, TimeoutError) as exc:
+                checks[name] = f"unreachable within {self._timeout:g}s: {type(exc).__name__}"
+                ok = False
         self._result, self._at = (ok, checks), time.monotonic()
         return ok, checks
 

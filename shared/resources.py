@@ -15,7 +15,12 @@ import redis.asyncio as aioredis
 from arq.connections import ArqRedis
 
 from shared import db
-from shared.redis_client import create_redis
+from shared.redis_client import (
+    create_redis,
+    create_token_redis,
+    has_own_token_redis,
+    token_cache,
+)
 from shared.settings import Settings
 from shared.storage import Storage
 from shared.token_cache import TokenCache
@@ -47,6 +52,11 @@ class Resources:
 async def open_resources(settings: Settings, *, postgres: bool = True) -> AsyncIterator[Resources]:
     """Open every dependency a process needs; the edge passes postgres=False."""
     redis = create_redis(settings, timeout=settings.redis_timeout)
+    own_token_redis = has_own_token_redis(settings)
+    tokens = token_cache(
+        settings,
+        create_token_redis(settings, timeout=settings.redis_timeout) if own_token_redis else redis,
+    )
     storage = Storage(settings)
     pool = await db.create_pool(settings) if postgres else None
     # The job queue shares Redis's connection pool instead of opening its own.
@@ -54,9 +64,11 @@ async def open_resources(settings: Settings, *, postgres: bool = True) -> AsyncI
         connection_pool=redis.connection_pool, default_queue_name=settings.arq_queue_name
     )
     try:
-        yield Resources(settings, redis, storage, TokenCache(redis), pool, arq)
+        yield Resources(settings, redis, storage, tokens, pool, arq)
     finally:
         await storage.close()
         if pool is not None:
             await pool.close()
+        if own_token_redis:
+            await tokens.redis.aclose()
         await redis.aclose()

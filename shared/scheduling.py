@@ -9,10 +9,14 @@ decide what a failure means (`shared/unit_of_work.py` logs it after commit).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
 from arq.connections import ArqRedis
+from arq.constants import job_key_prefix, result_key_prefix
+from arq.jobs import serialize_job
+from arq.utils import timestamp_ms, to_unix_ms
 
 EXPIRE_URL = "expire_public_url"
 EXPIRE_FILE = "expire_file"
@@ -47,3 +51,39 @@ def file_expiry(file_id: str, at: datetime) -> Job:
 async def enqueue(arq: ArqRedis, job: Job) -> None:
     """Queue the job (a no-op when arq still holds one with its id); RedisError on failure."""
     await arq.enqueue_job(job.function, *job.args, _job_id=job.job_id, _defer_until=job.at)
+
+
+async def enqueue_many(arq: ArqRedis, jobs: Sequence[Job], batch: int = 1000) -> int:
+    """Queue those of the jobs arq holds no job or result for, in two round trips per batch
+    (`enqueue` takes three per job); returns how many it queued. RedisError on failure.
+
+    For reconcile's rescheduling of every deadline after Redis lost its data. Without
+    `enqueue_job`'s WATCH, a job that finishes between the check and the write is queued
+    again, and then does nothing: the version in its id (or its file's state) is stale.
+    """
+    queued = 0
+    for i in range(0, len(jobs), batch):
+        chunk = jobs[i : i + batch]
+        pipe = arq.pipeline(transaction=False)
+        pipe.mget([job_key_prefix + job.job_id for job in chunk])
+        pipe.mget([result_key_prefix + job.job_id for job in chunk])
+        held_jobs, held_results = await pipe.execute()
+        now = timestamp_ms()
+        pipe = arq.pipeline(transaction=False)
+        scores: dict[str, int] = {}
+        for job, held, result in zip(chunk, held_jobs, held_results, strict=True):
+            if held is not None or result is not None:
+                continue
+            score = scores[job.job_id] = to_unix_ms(job.at)
+            payload = serialize_job(
+                job.function, job.args, {}, None, now, serializer=arq.job_serializer
+            )
+            # arq's expiry: a day past the time the job should start.
+            pipe.psetex(
+                job_key_prefix + job.job_id, max(score - now, 0) + arq.expires_extra_ms, payload
+            )
+        if scores:
+            pipe.zadd(arq.default_queue_name, scores)
+            await pipe.execute()
+        queued += len(scores)
+    return queued

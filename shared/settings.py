@@ -26,7 +26,14 @@ class Settings(BaseSettings):
     database_url: str | None = None
     redis_url: str | None = None
     # The token cache's own Redis (a cluster, or a primary with replicas); unset: REDIS_URL.
+    # Edges reading replicas point theirs at a replica; the API and worker at the primary.
     token_redis_url: str | None = None
+    # `cluster`: TOKEN_REDIS_URL names a node of a Redis Cluster (see shared/token_cache.py).
+    token_redis_mode: Literal["standalone", "cluster"] = "standalone"
+    # Replicas every token-cache write waits for (WAIT) before the API answers: those the
+    # edges read. Unconfirmed within the timeout (seconds): the write fails (503).
+    token_redis_wait_replicas: int = Field(default=0, ge=0)
+    token_redis_wait_timeout: float = Field(default=1.0, gt=0)
     s3_endpoint: str | None = None  # http(s)://host:port
     s3_access_key: str = "filecdn"
     s3_secret_key: SecretStr = SecretStr("filecdn-local-secret")
@@ -111,6 +118,14 @@ class Settings(BaseSettings):
     def _check_ranges(self) -> Settings:
         if self.expires_after_min > self.expires_after_max:
             raise ValueError("EXPIRES_AFTER_MIN must not exceed EXPIRES_AFTER_MAX")
+        if self.token_redis_wait_replicas and self.token_redis_mode == "cluster":
+            raise ValueError(
+                "TOKEN_REDIS_WAIT_REPLICAS applies to a primary whose replicas edges read;"
+                " a cluster's edges read its primaries"
+            )
+        if self.token_redis_wait_replicas and self.token_redis_wait_timeout >= self.redis_timeout:
+            # The client would give up on the connection before WAIT answers.
+            raise ValueError("TOKEN_REDIS_WAIT_TIMEOUT must be below REDIS_TIMEOUT")
         return self
 
     @classmethod

@@ -17,7 +17,9 @@ Inside the transaction, atomic with the change:
 - token-cache writes (`cache_put`, `cache_delete`), which go to Redis at once, before the
   commit and under the file's row lock. A create's entry exists before the API answers (the
   URL works the moment it is returned); a revoke's is gone before the commit (if the commit
-  fails, the URL is dead, never alive). They all go through `res.tokens`.
+  fails, the URL is dead, never alive). They all go through `res.tokens`, which raises
+  when the replicas edges read do not confirm a write (having deleted any entry it set):
+  the transaction then rolls back, as for any failed write.
 
 After a successful commit, once, in this order (`_after_commit`), most needed first:
 1. stream events (`file.deleted`): the worker's consumer deletes the object (lost: the
@@ -35,7 +37,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -109,6 +111,11 @@ class UnitOfWork:
     async def cache_put(self, token: str, record: UrlRecord) -> None:
         """Write a token-cache entry now; the caller holds the file's row lock."""
         await self.res.tokens.put(token, record)
+
+    async def cache_restore(self, entries: Sequence[tuple[str, UrlRecord]]) -> int:
+        """Write the entries that differ from what is stored (reconcile); the caller holds
+        their files' row locks. Returns how many it wrote."""
+        return await self.res.tokens.restore(entries)
 
     async def cache_delete(self, *tokens: str) -> None:
         """Remove token-cache entries now, before commit; the caller holds the row lock."""

@@ -10,6 +10,7 @@ imported where a fixture needs them, so that the pure tests start quickly.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import signal
@@ -154,6 +155,109 @@ def stack() -> Iterator[Stack]:
         print(f"\nfilecdn test logs: {data_dir / 'logs'}", file=sys.stderr)
 
 
+@dataclass
+class Topology:
+    """An API and an edge (and, on demand, a worker) whose token cache is a Redis Cluster
+    or a primary whose replica the edge reads; PostgreSQL and S3 are the suite's."""
+
+    name: str  # "cluster" or "replica"
+    stack: Stack
+    env: dict[str, str]  # the API's and the worker's
+    api_url: str
+    edge_url: str
+    primaries: list[str]  # the token cache's writable servers
+    replica: str | None = None  # the server the edge reads, when not a primary
+
+    def start_worker(self) -> WorkerHandle:
+        handle = WorkerHandle(self.stack, self.env)
+        handle.start()
+        return handle
+
+    def process(self, name: str) -> subprocess.Popen[bytes]:
+        [proc] = [p for n, p, _ in self.stack.sup.children if n == f"{self.name}-{name}"]
+        return proc
+
+
+def _db_url(url: str, db: int) -> str:
+    """The same Redis, another database: each topology's jobs and events stay its own."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    return urlunsplit(urlsplit(url)._replace(path=f"/{db}"))
+
+
+@pytest.fixture(scope="session", params=["cluster", "replica"])
+def topology(request: pytest.FixtureRequest, stack: Stack) -> Iterator[Topology]:
+    """Started once per session each (servers ~1 s, API and edge ~3 s); stopped when the
+    tests that use one are done."""
+    from cli.embedded import form_cluster, make_replica, start_valkey
+    from cli.stack import filecdn_argv
+
+    name: str = request.param
+    sup = stack.sup
+    started: list[str] = []
+
+    def valkey(role: str, *, cluster: bool = False) -> tuple[str, int]:
+        port = free_port(also_free=(10000,)) if cluster else free_port()  # + the bus port
+        server = f"{name}-{role}"
+        url = start_valkey(
+            sup, stack.data_dir / server, persist=False, port=port, name=server, cluster=cluster
+        )
+        started.append(server)
+        return url, port
+
+    try:
+        if name == "cluster":
+            nodes = [valkey(f"shard{i}", cluster=True) for i in range(3)]
+            form_cluster([port for _, port in nodes])
+            primaries, replica = [url for url, _ in nodes], None
+            token_env = {"TOKEN_REDIS_MODE": "cluster", "TOKEN_REDIS_URL": primaries[0]}
+            edge_token_env = token_env
+        else:
+            (primary, primary_port), (replica, replica_port) = valkey("primary"), valkey("copy")
+            make_replica(replica_port, primary_port)
+            primaries = [primary]
+            token_env = {
+                "TOKEN_REDIS_URL": primary,
+                "TOKEN_REDIS_WAIT_REPLICAS": "1",
+                "TOKEN_REDIS_WAIT_TIMEOUT": "0.5",
+            }
+            edge_token_env = {"TOKEN_REDIS_URL": replica}
+        api_port, grpc_port, edge_port = free_port(), free_port(), free_port()
+        env = {
+            **stack.env,
+            **token_env,
+            "REDIS_URL": _db_url(stack.env["REDIS_URL"], 1 if name == "cluster" else 2),
+            "API_PORT": str(api_port),
+            "GRPC_PORT": str(grpc_port),
+            "EDGE_PORT": str(edge_port),
+            "OPS_PORT": str(free_port()),
+            "EDGE_OPS_PORT": str(free_port()),
+            "WORKER_OPS_PORT": str(free_port()),
+            "PUBLIC_BASE_URL": f"http://127.0.0.1:{edge_port}",
+            "EDGE_WORKERS": "1",
+        }
+        for process, process_env in (("api", env), ("edge", {**env, **edge_token_env})):
+            sup.start(f"{name}-{process}", filecdn_argv(process), env=process_env)
+            started.append(f"{name}-{process}")
+        wait_until(lambda: tcp_open("127.0.0.1", api_port), 60, f"{name} API")
+        wait_until(lambda: tcp_open("127.0.0.1", edge_port), 60, f"{name} edge")
+        yield Topology(
+            name,
+            stack,
+            env,
+            f"http://127.0.0.1:{api_port}",
+            f"http://127.0.0.1:{edge_port}",
+            primaries,
+            replica,
+        )
+    finally:
+        for child, proc, sig in sup.children:  # all at once: each may take a moment to stop
+            if child in started and proc.poll() is None:
+                proc.send_signal(sig)
+        for server in reversed(started):
+            sup.stop(server)
+
+
 @pytest.fixture(scope="session")
 async def res(stack: Stack) -> AsyncIterator[Resources]:
     """Direct access to the same PostgreSQL, Redis and S3, to check what tests cannot see."""
@@ -192,14 +296,27 @@ async def team(res: Resources) -> TeamKey:
     return await new_team(res)
 
 
-@pytest.fixture
-async def api(stack: Stack, team: TeamKey) -> AsyncIterator[aiohttp.ClientSession]:
-    """An HTTP client for the REST API, authenticated as this test's team."""
+@contextlib.asynccontextmanager
+async def team_client(api_url: str, team: TeamKey) -> AsyncIterator[aiohttp.ClientSession]:
     import aiohttp
 
     async with aiohttp.ClientSession(
-        base_url=stack.api_url, headers={"Authorization": f"Bearer {team.key}"}
+        base_url=api_url, headers={"Authorization": f"Bearer {team.key}"}
     ) as session:
+        yield session
+
+
+@pytest.fixture
+async def api(stack: Stack, team: TeamKey) -> AsyncIterator[aiohttp.ClientSession]:
+    """An HTTP client for the REST API, authenticated as this test's team."""
+    async with team_client(stack.api_url, team) as session:
+        yield session
+
+
+@pytest.fixture
+async def tapi(topology: Topology, team: TeamKey) -> AsyncIterator[aiohttp.ClientSession]:
+    """The same for a token-cache topology's own API."""
+    async with team_client(topology.api_url, team) as session:
         yield session
 
 
@@ -244,8 +361,9 @@ def worker(stack: Stack) -> Iterator[WorkerHandle]:
 class WorkerHandle:
     """One worker process that a test can stop, kill and start again."""
 
-    def __init__(self, stack: Stack) -> None:
+    def __init__(self, stack: Stack, env: dict[str, str] | None = None) -> None:
         self.stack = stack
+        self.env = env or {}  # another stack's settings (a token-cache topology's)
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -255,7 +373,7 @@ class WorkerHandle:
         return f"http://127.0.0.1:{self.stack.worker_ops_ports[self.proc.pid]}"
 
     def start(self, **extra_env: str) -> None:
-        self.proc = self.stack.start_worker(**extra_env)
+        self.proc = self.stack.start_worker(**self.env, **extra_env)
 
     def stop(self) -> None:
         if self.proc is not None:

@@ -107,6 +107,40 @@ async def wait_for(
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
+async def _hammer(url: str, stop: asyncio.Event, log: list[tuple[float, int]]) -> None:
+    async with aiohttp.ClientSession() as s:
+        while not stop.is_set():
+            started = time.monotonic()
+            async with s.get(url) as r:
+                await r.read()
+                log.append((started, r.status))
+
+
+async def race_revocation(url: str, kill: Callable[[], Awaitable[object]]) -> None:
+    """Readers hammer the URL; after `kill` returns, no request they start may see a 200."""
+    stop = asyncio.Event()
+    log: list[tuple[float, int]] = []
+    readers = [asyncio.create_task(_hammer(url, stop, log)) for _ in range(8)]
+
+    async def seen_alive() -> bool:
+        return any(s == 200 for _, s in log)
+
+    await wait_for(seen_alive, what="the readers to see the URL alive")
+    await kill()
+    returned = time.monotonic()
+
+    async def read_after() -> bool:  # every reader has had its chance, twice
+        return sum(t >= returned for t, _ in log) >= 2 * len(readers)
+
+    await wait_for(read_after, what="reads started after the call returned")
+    stop.set()
+    await asyncio.gather(*readers)
+    before = [s for t, s in log if t < returned]
+    after = [s for t, s in log if t >= returned]
+    assert 200 in before, "the readers never saw the URL alive"
+    assert after and set(after) == {404}, f"{after.count(200)} 200s after the call returned"
+
+
 async def until(
     check: Callable[[], bool | Awaitable[bool]], what: str, timeout: float = 15
 ) -> None:

@@ -3,7 +3,7 @@ headers, byte ranges, conditional requests, methods, and the one 404 for every d
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import subprocess
 import sys
 from email.utils import formatdate, parsedate_to_datetime
@@ -198,10 +198,10 @@ async def test_a_record_past_its_deadline_is_404_even_while_redis_still_has_it(
     api: aiohttp.ClientSession, res: Resources, small: Public
 ) -> None:
     # The edge compares the deadline itself: a TTL that has not fired yet changes nothing.
-    raw = await res.redis.get(token_cache.key(small.token))
-    record = json.loads(raw)
-    record["deadline_ms"] = token_cache.now_ms() - 1
-    await res.redis.set(token_cache.key(small.token), json.dumps(record))
+    record = await res.tokens.get(small.token)
+    assert record is not None
+    past = dataclasses.replace(record, deadline_ms=token_cache.now_ms() - 1)
+    await res.redis.set(token_cache.key(small.token), past.encode())  # as if the TTL lagged
     status, h, body = await get(small.url)
     assert (status, body) == (404, b"Not Found\n") and h["Cache-Control"] == "no-store"
     await revoke(api, small.file_id)
@@ -209,9 +209,11 @@ async def test_a_record_past_its_deadline_is_404_even_while_redis_still_has_it(
 
 async def test_a_corrupt_record_is_404_not_an_error(res: Resources, stack: Stack) -> None:
     token = "C" * 22
-    await res.redis.set(token_cache.key(token), b"{not json", ex=60)
-    status, _, body = await get(f"{stack.edge_url}/{token}/file_x.png")
-    assert (status, body) == (404, b"Not Found\n")
+    # Bad JSON, a compact record cut short, and one with an unknown type code.
+    for raw in (b"{not json", b"\x01" + b"\x00" * 30, b"\x01\x0f" + b"\x00" * 60):
+        await res.redis.set(token_cache.key(token), raw, ex=60)
+        status, _, body = await get(f"{stack.edge_url}/{token}/file_x.png")
+        assert (status, body) == (404, b"Not Found\n")
 
 
 async def test_every_dead_url_gets_byte_identical_404s(

@@ -5,13 +5,24 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from datetime import UTC, datetime, timedelta
 
 import aiohttp
 
-from shared import events, metrics, token_cache
+from shared import events, metrics, scheduling, token_cache
 from shared.resources import Resources
 from tests.conftest import Stack, TeamKey, WorkerHandle
-from tests.helpers import call, create, fetch, png, revoke, until_past, upload, wait_for
+from tests.helpers import (
+    call,
+    create,
+    fetch,
+    png,
+    race_revocation,
+    revoke,
+    until_past,
+    upload,
+    wait_for,
+)
 
 
 async def test_concurrent_creates_on_one_file_give_one_token(
@@ -113,50 +124,16 @@ async def test_short_lived_url_dies_at_its_deadline_without_the_worker(
         worker.stop()
 
 
-async def _hammer(url: str, stop: asyncio.Event, log: list[tuple[float, int]]) -> None:
-    async with aiohttp.ClientSession() as s:
-        while not stop.is_set():
-            started = time.monotonic()
-            async with s.get(url) as r:
-                await r.read()
-                log.append((started, r.status))
-
-
-async def _race(url: str, kill: object) -> None:
-    """Readers hammer the URL; after `kill` returns, no request they start may see a 200."""
-    stop = asyncio.Event()
-    log: list[tuple[float, int]] = []
-    readers = [asyncio.create_task(_hammer(url, stop, log)) for _ in range(8)]
-
-    async def seen_alive() -> bool:
-        return any(s == 200 for _, s in log)
-
-    await wait_for(seen_alive, what="the readers to see the URL alive")
-    await kill()  # type: ignore[operator]
-    returned = time.monotonic()
-
-    async def read_after() -> bool:  # every reader has had its chance, twice
-        return sum(t >= returned for t, _ in log) >= 2 * len(readers)
-
-    await wait_for(read_after, what="reads started after the call returned")
-    stop.set()
-    await asyncio.gather(*readers)
-    before = [s for t, s in log if t < returned]
-    after = [s for t, s in log if t >= returned]
-    assert 200 in before, "the readers never saw the URL alive"
-    assert after and set(after) == {404}, f"{after.count(200)} 200s after the call returned"
-
-
 async def test_no_reader_sees_200_after_revoke_returns(api: aiohttp.ClientSession) -> None:
     f = await upload(api, png())
     _, made = await create(api, f["id"], {})
-    await _race(made["public_url"], lambda: revoke(api, f["id"]))
+    await race_revocation(made["public_url"], lambda: revoke(api, f["id"]))
 
 
 async def test_no_reader_sees_200_after_delete_returns(api: aiohttp.ClientSession) -> None:
     f = await upload(api, png())
     _, made = await create(api, f["id"], {})
-    await _race(made["public_url"], lambda: call(api, "DELETE", f"/v1/files/{f['id']}"))
+    await race_revocation(made["public_url"], lambda: call(api, "DELETE", f"/v1/files/{f['id']}"))
 
 
 async def test_redis_flushall_is_repaired_by_reconcile(
@@ -192,6 +169,33 @@ async def test_redis_flushall_is_repaired_by_reconcile(
     assert any(g["name"] in (events.GROUP, events.GROUP.encode()) for g in groups)
     ttl = await res.redis.pttl(token_cache.key(token))
     assert 0 < ttl <= 3600_000
+
+
+async def test_jobs_rescheduled_in_bulk_are_the_jobs_arq_queues(res: Resources) -> None:
+    from arq.jobs import Job as ArqJob
+    from arq.utils import to_unix_ms
+
+    at = datetime.now(UTC).replace(microsecond=0) + timedelta(hours=1)
+    base = 10**12 + uuid.uuid4().int % 10**9  # ids no row has
+    held, fresh = scheduling.url_expiry(base, 1, at), scheduling.url_expiry(base + 1, 1, at)
+    await scheduling.enqueue(res.arq, held)  # arq's own way
+    try:
+        assert await scheduling.enqueue_many(res.arq, [held, fresh]) == 1  # held is skipped
+        queue = res.settings.arq_queue_name
+        theirs = await ArqJob(held.job_id, res.arq, _queue_name=queue).info()
+        ours = await ArqJob(fresh.job_id, res.arq, _queue_name=queue).info()
+        assert theirs is not None and ours is not None
+        assert (ours.function, ours.args, ours.kwargs, ours.score) == (
+            theirs.function,
+            (base + 1, 1),
+            theirs.kwargs,
+            to_unix_ms(at),
+        )
+        ttl = await res.arq.pttl(f"arq:job:{fresh.job_id}")
+        assert 24 * 3600_000 < ttl <= 25 * 3600_000  # arq's: a day past its start
+    finally:
+        await res.arq.delete(f"arq:job:{held.job_id}", f"arq:job:{fresh.job_id}")
+        await res.arq.zrem(res.settings.arq_queue_name, held.job_id, fresh.job_id)
 
 
 async def test_killed_worker_loses_no_event_and_deletes_each_object_once(

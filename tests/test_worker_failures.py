@@ -17,6 +17,7 @@ from structlog.testing import capture_logs
 
 from shared.resources import Resources
 from shared.settings import Settings
+from shared.token_cache import TokenCache
 from tests.helpers import wait_for
 from worker import reconcile
 from worker.failures import failed_dependency
@@ -97,7 +98,8 @@ async def postgres_down(closed_port: int) -> AsyncIterator[Resources]:
     pool = await asyncpg.create_pool(f"postgresql://x@127.0.0.1:{closed_port}/x", min_size=0)
     settings = Settings.from_env({"RECONCILE_INTERVAL": "30"})
     try:
-        yield Resources(settings, _RedisUp(), None, None, pool, None)  # type: ignore[arg-type]
+        redis: Any = _RedisUp()  # also the token cache's, with its epoch there too
+        yield Resources(settings, redis, None, TokenCache(redis), pool, None)  # type: ignore[arg-type]
     finally:
         await pool.close()
 
