@@ -27,6 +27,7 @@ import pytest
 from hypothesis import HealthCheck
 from hypothesis import settings as hypothesis_settings
 
+from cli.debian import apt_install, install_hint
 from cli.embedded import Supervisor, free_port, stop_process, tcp_open, wait_until
 from shared.actors import Team
 from shared.settings import Settings
@@ -393,8 +394,7 @@ class WorkerHandle:
 # Playwright never downloads a browser here.
 
 CHROMIUM = Path("/usr/bin/chromium")
-INSTALL_HINT = "apt-get install -y --no-install-recommends chromium  (as root, Debian)"
-APT_TIMEOUT = 900.0
+INSTALL_HINT = install_hint("chromium")
 CHROMIUM_ARGS = [
     "--headless",
     "--no-sandbox",
@@ -407,35 +407,11 @@ CHROMIUM_ARGS = [
 ]
 
 
-def _apt_install_chromium() -> str | None:
-    """Install Debian's chromium; None on success, else why it could not be done."""
-    if os.geteuid() != 0:
-        return "not root, so apt-get cannot install it"
-    if shutil.which("apt-get") is None:
-        return "apt-get is not available on this machine"
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    steps = (
-        ["apt-get", "update", "-q"],
-        ["apt-get", "install", "-y", "-q", "--no-install-recommends", "chromium"],
-    )
-    for argv in steps:
-        try:
-            done = subprocess.run(
-                argv, env=env, capture_output=True, text=True, timeout=APT_TIMEOUT, check=False
-            )
-        except subprocess.TimeoutExpired:
-            return f"`{' '.join(argv)}` did not finish within {APT_TIMEOUT:.0f}s"
-        if done.returncode != 0:
-            tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
-            return f"`{' '.join(argv)}` failed ({done.returncode}): {' / '.join(tail)}"
-    return None if CHROMIUM.exists() else f"apt-get succeeded but {CHROMIUM} is still missing"
-
-
 @pytest.fixture(scope="session")
 def chromium_path() -> Path:
     """Debian's Chromium, installed once per session if it is missing and we can."""
     if not CHROMIUM.exists():
-        why = _apt_install_chromium()
+        why = apt_install("chromium", CHROMIUM)
         if why is not None:
             pytest.skip(
                 f"headless Chromium is missing at {CHROMIUM} ({why}); install: {INSTALL_HINT}"
