@@ -11,7 +11,7 @@ TOOLS_STAMP := $(TOOLS)/.installed
 PYPI := PIP_CONFIG_FILE=/dev/null PIP_FIND_LINKS=
 UV_COMPILE := $(TOOLS)/bin/uv pip compile --quiet --universal --python-version 3.11 --generate-hashes --custom-compile-command 'make lock'
 
-.PHONY: run test lint fmt lock check-deploy bench bench-upload bench-list bench-edge bench-tokens clean
+.PHONY: run test lint fmt lock check-deploy rehearsal bench bench-upload bench-list bench-edge bench-tokens clean
 
 $(STAMP): pyproject.toml requirements/dev.lock
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -46,6 +46,10 @@ lock: $(TOOLS_STAMP)
 
 check-deploy: $(STAMP) $(TOOLS_STAMP)
 	bash deploy/check.sh
+
+# Three edges behind HAProxy, rolled and scaled under load the way deploy/ has Kubernetes do it.
+rehearsal: $(STAMP)
+	$(BIN)/python bench/rehearsal.py $(REHEARSAL_ARGS)
 
 bench: bench-upload bench-list bench-edge bench-tokens
 

@@ -39,6 +39,7 @@ import os
 import random
 import shutil
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -137,6 +138,11 @@ class HAProxy:
             f"""global
   stats socket {self.socket} mode 600 level admin
   maxconn 4000
+  # Small socket buffers toward the clients and the edges, as the clients' own (below):
+  # else the kernel takes a whole download off the edge at once, and a drain would never
+  # see one under way.
+  tune.rcvbuf.server 65536
+  tune.sndbuf.client 65536
 defaults
   mode http
   timeout connect 2s
@@ -377,6 +383,14 @@ class LoadShape:
     revoke_every: float = 2.0  # seconds
 
 
+def small_receive_buffer(addr_info: Any) -> socket.socket:
+    """A client socket that holds 64 KiB unread: a slow reader is slow all the way back."""
+    family, type_, proto, _, _ = addr_info
+    sock = socket.socket(family, type_, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+    return sock
+
+
 class Load:
     def __init__(
         self, url: str, api: aiohttp.ClientSession, shape: LoadShape, files: Files
@@ -391,7 +405,7 @@ class Load:
 
     async def __aenter__(self) -> Load:
         self.session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=0),
+            connector=aiohttp.TCPConnector(limit=0, socket_factory=small_receive_buffer),
             timeout=aiohttp.ClientTimeout(total=120, sock_connect=5),
             auto_decompress=False,
         )
@@ -719,6 +733,10 @@ async def main(args: argparse.Namespace) -> int:
             small_clients=args.clients,
             large_clients=args.large_clients,
             revocable_clients=max(2, args.clients // 4),
+            # 16 s per download: those begun just before an instance leaves the Service are
+            # still under way at its SIGTERM (preStop 10 s later), and end within its drain.
+            large_bytes=32 * 1024 * 1024,
+            large_rate=2 * 1024 * 1024,
         )
         print(f"rehearsing (logs in {work / 'rehearsal' / 'logs'})…", file=sys.stderr)
         async with aiohttp.ClientSession(
@@ -746,7 +764,7 @@ if __name__ == "__main__":
     parser.add_argument("--quick", action="store_true", help="preStop and drain delay 1 s")
     parser.add_argument("--workers", type=int, help="per instance (default: deploy/base/edge.env)")
     parser.add_argument("--clients", type=int, default=32, help="small-GET clients")
-    parser.add_argument("--large-clients", type=int, default=6, help="slow 8 MiB downloaders")
+    parser.add_argument("--large-clients", type=int, default=6, help="slow 32 MiB downloaders")
     parser.add_argument("--steady", type=float, default=3.0, help="seconds after each phase")
     parser.add_argument("--port-base", type=int, help="consecutive ports from here (else free)")
     raise SystemExit(asyncio.run(main(parser.parse_args())))
