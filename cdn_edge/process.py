@@ -14,10 +14,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import logging
+import os
 import signal
+import struct
+import termios
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 import redis.asyncio as aioredis
 import structlog
@@ -204,20 +208,66 @@ async def drain(
     )
     deadline = time.monotonic() + settings.edge_drain_timeout
     transports = [c.transport for c in server.connections if c.transport is not None]
-    await runner.cleanup()
+    queues = SendQueues(transports)
+    try:
+        await runner.cleanup()
 
-    # aiohttp has handed the last bytes to the transports and closed them; a slow client
-    # may not have taken them yet. Exiting now would drop that tail: wait for it (bounded;
-    # polled, as no callback tells when a closed transport has flushed).
-    def unsent() -> bool:
-        return any(t.get_write_buffer_size() for t in transports)
+        # aiohttp has handed the last bytes to the transports and closed them; a slow client
+        # may not have taken them yet. Exiting now would drop that tail: wait for it, in the
+        # transports' buffers and then in the kernel's (bounded; polled, as no callback tells
+        # when a closed transport has flushed).
+        def unsent() -> bool:
+            return any(t.get_write_buffer_size() for t in transports) or queues.unsent()
 
-    while unsent() and time.monotonic() < deadline:  # noqa: ASYNC110
-        await asyncio.sleep(0.01)
-    for t in transports:
-        if t.get_write_buffer_size():
-            t.abort()  # out of time: cut, so the client sees a short body, never a wrong one
+        while unsent() and time.monotonic() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+        for t in transports:
+            if t.get_write_buffer_size():
+                t.abort()  # out of time: cut, so the client sees a short body, never a wrong one
+    finally:
+        queues.close()
     log.info("edge stopped", signal=sig.name, drain_s=round(time.monotonic() - began, 3))
+
+
+class SendQueues:
+    """What the connections' kernel send queues still hold, after aiohttp has closed them.
+
+    A process that exits leaves its unsent bytes to the kernel, which sends them on; but in
+    a pod the network goes away with the last process, and what was queued then never
+    arrives: a slow client's download would be cut by megabytes (a socket's send buffer
+    grows to 4 MiB). So the drain keeps a duplicate of each socket, and waits until its
+    queue is empty (SIOCOUTQ: bytes not yet acknowledged by the client) before letting go;
+    each duplicate is closed as soon as its queue is, so that idle connections close at once.
+    """
+
+    def __init__(self, transports: Sequence[asyncio.BaseTransport]) -> None:
+        self._fds: list[int] = []
+        for t in transports:
+            sock = t.get_extra_info("socket")
+            if sock is not None:
+                with contextlib.suppress(OSError, ValueError):
+                    self._fds.append(os.dup(sock.fileno()))
+
+    def unsent(self) -> bool:
+        """Whether any queue holds bytes; closes the duplicates of those that do not."""
+        busy = []
+        for fd in self._fds:
+            try:
+                queued = struct.unpack("i", fcntl.ioctl(fd, termios.TIOCOUTQ, b"\0" * 4))[0]
+            except OSError:
+                queued = 0
+            if queued:
+                busy.append(fd)
+            else:
+                os.close(fd)
+        self._fds = busy
+        return bool(busy)
+
+    def close(self) -> None:
+        for fd in self._fds:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self._fds = []
 
 
 class _ClientCaused(logging.Filter):

@@ -148,3 +148,27 @@ async def test_a_response_that_outlasts_the_drain_timeout_is_cut(
         assert received < BIG  # cut short: a client sees a truncated body, never a wrong one
         stuck[1].close()
     assert 1 <= took < 4
+
+
+async def test_the_edge_exits_only_once_its_kernel_has_sent_the_responses_under_way(
+    stack: Stack, api: aiohttp.ClientSession
+) -> None:
+    # A process that exits leaves its unsent bytes to the kernel (up to a 4 MiB send buffer
+    # per socket); in a pod the network goes with the last process, and they never arrive.
+    big = await share(api, mp4(BIG), "queued.mp4")
+    with own_edge(stack, EDGE_DRAIN_DELAY="0", EDGE_DISK_CACHE_BYTES="0") as edge:
+        reader, writer = await open_raw(edge, rcvbuf=16 * 1024)
+        assert (await request(reader, writer, urlsplit(big.url).path))[":status"] == "200"
+        received = len(await reader.readexactly(64 * 1024))
+        edge.proc.send_signal(signal.SIGTERM)
+        unreceived_at_exit = 0
+        while chunk := await reader.read(64 * 1024):  # a slow client: about 3 MiB/s
+            received += len(chunk)
+            if not unreceived_at_exit and not edge.running():
+                unreceived_at_exit = BIG - received
+            await asyncio.sleep(0.02)
+        writer.close()
+        await until(lambda: not edge.running(), "the edge to exit", 15)
+    assert received == BIG
+    # At most what the client's own small receive buffer holds (it was 3 MiB before).
+    assert unreceived_at_exit <= 256 * 1024
