@@ -292,13 +292,18 @@ class Fleet:
         self.live.append(instance)
         return instance
 
-    async def delete(self, instance: Instance) -> Drain:
-        """What deleting the pod does: out of the endpoints, preStop, SIGTERM, drain, exit."""
+    async def delete(self, instance: Instance, *, endpoints: bool = True) -> Drain:
+        """What deleting the pod does: out of the endpoints, preStop, SIGTERM, drain, exit.
+
+        endpoints=False: SIGTERM at once, and the load balancer only learns from `/readyz`
+        (no preStop; a load balancer outside the cluster that checks the pods itself).
+        """
         self.live.remove(instance)
         t = self.timings
         deleted = time.monotonic()
-        await self.lb.remove(instance.slot.index)
-        await asyncio.sleep(t.prestop)
+        if endpoints:
+            await self.lb.remove(instance.slot.index)
+            await asyncio.sleep(t.prestop)
         instance.proc.send_signal(signal.SIGTERM)
         sigterm = time.monotonic()
         killed = False
@@ -398,7 +403,7 @@ class Load:
         self.url, self.api, self.shape, self.files = url, api, shape, files
         self.phase = "start"
         self.outcomes: list[Outcome] = []
-        self.revokes: list[float] = []  # seconds each revoke took to be acknowledged
+        self.revokes: list[tuple[str, float]] = []  # phase, seconds to the acknowledgement
         self.stopping = asyncio.Event()
         self.tasks: list[asyncio.Task[None]] = []
         self.session: aiohttp.ClientSession | None = None
@@ -484,7 +489,7 @@ class Load:
                     raise RuntimeError(f"revoke: {r.status} {await r.text()}")
                 await r.read()
             f.revoked_at = time.monotonic()  # acknowledged: no 200 for it from now on
-            self.revokes.append(f.revoked_at - began)
+            self.revokes.append((self.phase, f.revoked_at - began))
 
 
 @dataclass
@@ -539,7 +544,7 @@ class Report:
     phases: list[Phase]
     timings: Timings
     workers: int
-    revokes: list[float]
+    revokes: list[tuple[str, float]]
 
     @property
     def total(self) -> Phase:
@@ -565,9 +570,9 @@ class Report:
             f"grace {t.grace:g} s; HAProxy checks /readyz every 500 ms (fall 1, rise 1), "
             "no retries",
             "",
-            "| phase | s | requests | failed | downloads cut | 200 after revoke "
+            "| phase | s | requests | failed | downloads cut | revokes | 200 after revoke "
             "| downloads under way at SIGTERM | drain: SIGTERM to exit |",
-            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
         ]
         for p in [*self.phases, self.total]:
             if p.name != "total":
@@ -577,14 +582,15 @@ class Report:
                 drains = f"median {statistics.median(seconds):.2f} s, max {max(seconds):.2f} s"
             name = f"**{p.name}**" if p.name == "total" else p.name
             under_way = sum(self.under_way(d) for d in p.drains) if p.drains else ""
+            revokes = sum(p.name in ("total", phase) for phase, _ in self.revokes)
             lines.append(
                 f"| {name} | {p.seconds:.1f} | {len(p.outcomes):,} | {len(p.failed)} "
-                f"| {len(p.cut)} | {len(p.revoked_200)} | {under_way} | {drains} |"
+                f"| {len(p.cut)} | {revokes} | {len(p.revoked_200)} | {under_way} | {drains} |"
             )
         total = self.total
         after = [o for o in total.outcomes if o.after_revoke]
         large = [o for o in total.outcomes if o.kind == "large" and not o.failed]
-        revoke_ms = statistics.median(self.revokes) * 1000 if self.revokes else 0.0
+        revoke_ms = statistics.median(s for _, s in self.revokes) * 1000 if self.revokes else 0.0
         lines += [
             "",
             f"revokes: {len(self.revokes)} (acknowledged in median {revoke_ms:.0f} ms); "
@@ -605,11 +611,15 @@ async def rehearse(
     workers: int,
     shape: LoadShape,
     steady: float,
+    readiness_roll: bool = False,
     ports: Iterator[int],
 ) -> Report:
-    """1 replica, scale to 3, roll the 3, scale to 1, all under load; the figures."""
+    """1 replica, scale to 3, roll the 3 (and again with SIGTERM alone if readiness_roll),
+    scale to 1, all under load; the figures."""
+    os.makedirs(workdir, exist_ok=True)
     files = await Files.shared(api, shape)
-    slots = [Slot(i, next(ports), next(ports)) for i in range(6)]  # 1 + 2 scaled + 3 rolled
+    # 1 + 2 scaled + 3 rolled (+ 3 rolled again)
+    slots = [Slot(i, next(ports), next(ports)) for i in range(9 if readiness_roll else 6)]
     sup = Supervisor(workdir / "logs")
     phases: list[Phase] = []
     with contextlib.ExitStack() as stack:
@@ -648,6 +658,12 @@ async def rehearse(
                     await fleet.start()
                     await fleet.delete(old)
                 await asyncio.sleep(steady)
+            if readiness_roll:
+                async with phase("roll 3, no preStop: HAProxy sees /readyz 503"):
+                    for old in list(fleet.live):
+                        await fleet.start()
+                        await fleet.delete(old, endpoints=False)
+                    await asyncio.sleep(steady)
             async with phase("scale 3 → 1"):
                 for old in fleet.live[:-1]:
                     await fleet.delete(old)
@@ -733,6 +749,8 @@ async def main(args: argparse.Namespace) -> int:
             small_clients=args.clients,
             large_clients=args.large_clients,
             revocable_clients=max(2, args.clients // 4),
+            revocable_urls=60,  # one revoke every 3 s, through every phase
+            revoke_every=3.0,
             # 16 s per download: those begun just before an instance leaves the Service are
             # still under way at its SIGTERM (preStop 10 s later), and end within its drain.
             large_bytes=32 * 1024 * 1024,
@@ -750,6 +768,7 @@ async def main(args: argparse.Namespace) -> int:
                 workers=workers,
                 shape=shape,
                 steady=args.steady,
+                readiness_roll=not args.quick,
                 ports=ports,
             )
         print(report.table())

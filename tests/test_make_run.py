@@ -177,10 +177,38 @@ def _dashboard_opens_with_the_ops_token(stack: RunningStack, env: dict[str, str]
 
 
 def _joins_with_stack_env(stack_env: Path) -> None:
-    """A process given only stack.env reaches the stack's database (and is told it is current)."""
+    """A process given only stack.env reaches the stack's database (and is told it is current),
+    and another edge joins as the README says (`set -a; . stack.env; EDGE_PORT=...
+    EDGE_OPS_PORT=... filecdn edge`): ready once it reaches the stack's Redis."""
     assert stack_env.stat().st_mode & 0o777 == 0o600
     joined = run_sourcing(stack_env, [sys.executable, "-m", "cli", "migrate"], cwd=ROOT, timeout=60)
     assert joined.returncode == 0 and "schema up to date" in joined.stdout, joined.stderr
+    port, ops_port = free_port(), free_port()
+    script = 'set -a; . "$0"; EDGE_PORT=$1 EDGE_OPS_PORT=$2 exec "$3" -m cli edge'
+    edge = subprocess.Popen(
+        ["sh", "-c", script, str(stack_env), str(port), str(ops_port), sys.executable],
+        env={"PATH": os.environ["PATH"]},
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+
+        def ready() -> bool:
+            assert edge.poll() is None, edge.stderr.read().decode() if edge.stderr else ""
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{ops_port}/readyz", timeout=2) as r:
+                    return bool(r.status == 200)
+            except OSError:
+                return False
+
+        wait_until(ready, 60, "the joined edge to be ready")
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as r:
+            assert r.status == 200
+    finally:
+        edge.send_signal(signal.SIGINT)
+        edge.communicate(timeout=30)
+    assert edge.returncode == 0
 
 
 def _upload(api: str, key: str) -> str:

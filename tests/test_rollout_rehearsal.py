@@ -39,15 +39,15 @@ async def test_rolling_and_scaling_edges_behind_haproxy_fail_no_request_and_serv
             small_clients=6,
             large_clients=3,
             revocable_clients=2,
-            # 10 MiB read at 2.5 MiB/s: more than the sockets buffer, and 4 s per download,
+            # 8 MiB read at 3 MiB/s: more than the sockets buffer, and 2.7 s per download,
             # so the edges are still sending some whenever they get SIGTERM.
-            large_bytes=10 * 1024 * 1024,
-            large_rate=2.5 * 1024 * 1024,
+            large_bytes=8 * 1024 * 1024,
+            large_rate=3 * 1024 * 1024,
             small_pause=0.01,
-            revocable_urls=8,
-            revoke_every=1.0,
+            revocable_urls=12,
+            revoke_every=1.5,
         ),
-        steady=1.0,
+        steady=0.5,
         ports=(free_port() for _ in itertools.count()),
     )
     print("\n" + report.table())
