@@ -209,18 +209,20 @@ async def drain(
     deadline = time.monotonic() + settings.edge_drain_timeout
     transports = [c.transport for c in server.connections if c.transport is not None]
     queues = SendQueues(transports)
+    cleanup = asyncio.ensure_future(runner.cleanup())
     try:
-        await runner.cleanup()
-
-        # aiohttp has handed the last bytes to the transports and closed them; a slow client
-        # may not have taken them yet. Exiting now would drop that tail: wait for it, in the
-        # transports' buffers and then in the kernel's (bounded; polled, as no callback tells
-        # when a closed transport has flushed).
-        def unsent() -> bool:
-            return any(t.get_write_buffer_size() for t in transports) or queues.unsent()
-
-        while unsent() and time.monotonic() < deadline:  # noqa: ASYNC110
+        # aiohttp closes idle connections at once and the others once their response is
+        # written (within EDGE_DRAIN_TIMEOUT); a slow client may not have taken the last bytes
+        # yet, in the transports' buffers or the kernel's. Exiting then would drop that
+        # tail: wait for it (bounded; polled, as no callback tells when a closed transport
+        # has flushed). Polled from the start, so that each connection's duplicate goes as
+        # soon as it is done with, and an idle client sees its FIN at once.
+        while True:
+            unsent = queues.unsent() or any(t.get_write_buffer_size() for t in transports)
+            if cleanup.done() and (not unsent or time.monotonic() >= deadline):
+                break
             await asyncio.sleep(0.01)
+        await cleanup
         for t in transports:
             if t.get_write_buffer_size():
                 t.abort()  # out of time: cut, so the client sees a short body, never a wrong one
@@ -230,44 +232,48 @@ async def drain(
 
 
 class SendQueues:
-    """What the connections' kernel send queues still hold, after aiohttp has closed them.
+    """Whether the connections' kernel send queues still hold bytes, once aiohttp has closed
+    them.
 
     A process that exits leaves its unsent bytes to the kernel, which sends them on; but in
     a pod the network goes away with the last process, and what was queued then never
     arrives: a slow client's download would be cut by megabytes (a socket's send buffer
-    grows to 4 MiB). So the drain keeps a duplicate of each socket, and waits until its
-    queue is empty (SIOCOUTQ: bytes not yet acknowledged by the client) before letting go;
-    each duplicate is closed as soon as its queue is, so that idle connections close at once.
+    grows to 4 MiB). So the drain keeps a duplicate of each socket and lets it go once
+    aiohttp has closed the connection and its queue is empty (SIOCOUTQ: bytes the client
+    has not acknowledged); the socket, and its FIN, go with the duplicate.
     """
 
-    def __init__(self, transports: Sequence[asyncio.BaseTransport]) -> None:
-        self._fds: list[int] = []
+    def __init__(self, transports: Sequence[asyncio.Transport]) -> None:
+        self._held: list[tuple[asyncio.Transport, int]] = []
         for t in transports:
             sock = t.get_extra_info("socket")
             if sock is not None:
                 with contextlib.suppress(OSError, ValueError):
-                    self._fds.append(os.dup(sock.fileno()))
+                    self._held.append((t, os.dup(sock.fileno())))
 
     def unsent(self) -> bool:
-        """Whether any queue holds bytes; closes the duplicates of those that do not."""
-        busy = []
-        for fd in self._fds:
-            try:
-                queued = struct.unpack("i", fcntl.ioctl(fd, termios.TIOCOUTQ, b"\0" * 4))[0]
-            except OSError:
-                queued = 0
-            if queued:
-                busy.append(fd)
-            else:
+        """Whether any connection is not done with; lets go of those that are."""
+        held = []
+        for t, fd in self._held:
+            if t.is_closing() and not t.get_write_buffer_size() and not _queued(fd):
                 os.close(fd)
-        self._fds = busy
-        return bool(busy)
+            else:
+                held.append((t, fd))
+        self._held = held
+        return bool(held)
 
     def close(self) -> None:
-        for fd in self._fds:
+        for _, fd in self._held:
             with contextlib.suppress(OSError):
                 os.close(fd)
-        self._fds = []
+        self._held = []
+
+
+def _queued(fd: int) -> int:
+    try:
+        return int(struct.unpack("i", fcntl.ioctl(fd, termios.TIOCOUTQ, b"\0" * 4))[0])
+    except OSError:
+        return 0
 
 
 class _ClientCaused(logging.Filter):
