@@ -156,11 +156,19 @@ async def test_the_edge_exits_only_once_its_kernel_has_sent_the_responses_under_
     # A process that exits leaves its unsent bytes to the kernel (up to a 4 MiB send buffer
     # per socket); in a pod the network goes with the last process, and they never arrive.
     big = await share(api, mp4(BIG), "queued.mp4")
+    small = await share(api, png(3000))
     with own_edge(stack, EDGE_DRAIN_DELAY="0", EDGE_DISK_CACHE_BYTES="0") as edge:
+        idle = await open_raw(edge)
+        assert (await request(*idle, urlsplit(small.url).path))[":status"] == "200"
+        await idle[0].readexactly(len(small.data))
         reader, writer = await open_raw(edge, rcvbuf=16 * 1024)
         assert (await request(reader, writer, urlsplit(big.url).path))[":status"] == "200"
         received = len(await reader.readexactly(64 * 1024))
         edge.proc.send_signal(signal.SIGTERM)
+        # The idle keep-alive connection is closed at once, not held for the slow one.
+        assert await asyncio.wait_for(idle[0].read(), 10) == b""
+        assert edge.running()
+        idle[1].close()
         unreceived_at_exit = 0
         while chunk := await reader.read(64 * 1024):  # a slow client: about 3 MiB/s
             received += len(chunk)
