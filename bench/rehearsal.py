@@ -17,11 +17,13 @@ ask for (deploy/base/edge.yaml):
   sees it ready, then delete an old one; one at a time. Scaling up starts instances and
   waits for them; scaling down deletes one at a time (the HPA's scale-down policy).
 
-Under continuous load (small GETs, slow large downloads, and GETs of URLs that get revoked
-through the API while it runs) it runs: 1 replica, scale 1 -> 3, roll all 3, scale 3 -> 1,
-and counts per phase: requests, failed requests, downloads cut short, and any 200 for a URL
-whose revoke the API had acknowledged before the request started (all three goal 0), and
-each drain's time from SIGTERM to exit.
+Under continuous load (small GETs, slow large downloads through small socket buffers, so
+that the edges are still sending when they drain, and GETs of URLs that get revoked through
+the API while it runs) it runs: 1 replica, scale 1 -> 3, roll all 3, roll them again with
+SIGTERM alone (no endpoint removal, no preStop: HAProxy learns from `/readyz`, as a load
+balancer outside the cluster would), scale 3 -> 1. Per phase it counts requests, failed
+requests, downloads cut short, and 200s for a URL whose revoke the API had acknowledged
+before the request began (all three goal 0), and each drain's time from SIGTERM to exit.
 
 Usage: python bench/rehearsal.py [--quick] [--port-base 23000]
 (`make rehearsal`). It starts its own stack with `filecdn run` (private DATA_DIR and ports),
