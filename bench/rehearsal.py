@@ -409,6 +409,7 @@ class Load:
         self.stopping = asyncio.Event()
         self.tasks: list[asyncio.Task[None]] = []
         self.session: aiohttp.ClientSession | None = None
+        self.downloading: dict[int, int] = {}  # slot -> large downloads it is sending
 
     async def __aenter__(self) -> Load:
         self.session = aiohttp.ClientSession(
@@ -451,7 +452,13 @@ class Load:
                 o.status = r.status
                 o.slot = int(r.headers.get("X-Edge-Slot", "s-1")[1:])
                 if r.status == 200:
-                    body = await self.body(r, throttle=kind == "large")
+                    if kind == "large":
+                        self.downloading[o.slot] = self.downloading.get(o.slot, 0) + 1
+                    try:
+                        body = await self.body(r, throttle=kind == "large")
+                    finally:
+                        if kind == "large":
+                            self.downloading[o.slot] -= 1
                     if body != f.data:
                         o.failed, o.cut = f"body {len(body)} of {len(f.data)} bytes", True
                 elif not (kind == "revocable" and r.status == 404):
@@ -650,6 +657,16 @@ async def rehearse(
                 p.drains = fleet.drains[drains:]
                 phases.append(p)
 
+            async def delete(old: Instance, *, endpoints: bool = True) -> None:
+                # Once a large download is under way on it (they are long, so it still is at
+                # SIGTERM): every drain then has one to finish.
+                async def downloading() -> bool:
+                    return load.downloading.get(old.slot.index, 0) > 0
+
+                with contextlib.suppress(TimeoutError):
+                    await poll(downloading, 10, "a download under way")
+                await fleet.delete(old, endpoints=endpoints)
+
             async with phase("1 replica"):
                 await asyncio.sleep(steady)
             async with phase("scale 1 → 3"):
@@ -658,17 +675,17 @@ async def rehearse(
             async with phase("roll 3 (surge 1, one at a time)"):
                 for old in list(fleet.live):
                     await fleet.start()
-                    await fleet.delete(old)
+                    await delete(old)
                 await asyncio.sleep(steady)
             if readiness_roll:
                 async with phase("roll 3, no preStop: HAProxy sees /readyz 503"):
                     for old in list(fleet.live):
                         await fleet.start()
-                        await fleet.delete(old, endpoints=False)
+                        await delete(old, endpoints=False)
                     await asyncio.sleep(steady)
             async with phase("scale 3 → 1"):
                 for old in fleet.live[:-1]:
-                    await fleet.delete(old)
+                    await delete(old)
                 await asyncio.sleep(steady)
             load.phase = "stopping"
         # Attribute each request to the phase it began in (the load's list is in end order).
