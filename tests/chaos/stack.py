@@ -141,11 +141,19 @@ class ChaosStack:
         ]
 
     def edge_workers(self) -> list[int]:
-        """The edge's worker processes (children of its supervisor), oldest first."""
+        """The edge's worker processes (its children listening on the edge port; not
+        multiprocessing's resource tracker), oldest first."""
+        port = self.settings.edge_port
+        found = []
         with contextlib.suppress(psutil.Error):
-            kids = psutil.Process(self.proc("edge").pid).children()
-            return [k.pid for k in sorted(kids, key=lambda k: k.create_time())]
-        return []
+            for kid in psutil.Process(self.proc("edge").pid).children():
+                with contextlib.suppress(psutil.Error):
+                    if any(
+                        c.status == psutil.CONN_LISTEN and c.laddr.port == port
+                        for c in kid.net_connections("tcp")
+                    ):
+                        found.append((kid.create_time(), kid.pid))
+        return [pid for _, pid in sorted(found)]
 
     def pids(self, target: str) -> list[int]:
         """The process group leaders to signal for a target (an edge worker: one process)."""
