@@ -109,6 +109,7 @@ async def run(stack: ChaosStack, args: argparse.Namespace) -> int:
         wanted = set(args.only.split(","))
         plan = [(t, s) for t, s in plan if t in wanted]
     done: list[faults.Fault] = []
+    exits: list[str] = []
     try:
         await asyncio.sleep(args.warmup)
         for target, sig in plan:
@@ -121,6 +122,10 @@ async def run(stack: ChaosStack, args: argparse.Namespace) -> int:
                 file=sys.stderr,
                 flush=True,
             )
+            for gone in stack.exited():  # a part that died of another's fault
+                exits.append(f"{gone} exited during {fault.name}")
+                print(f"[{now() - began:6.1f}s]   {exits[-1]}", file=sys.stderr, flush=True)
+                await asyncio.to_thread(stack.revive, gone)
     finally:
         stack.thaw_all()
         stop.set()
@@ -131,6 +136,9 @@ async def run(stack: ChaosStack, args: argparse.Namespace) -> int:
         if f.recovered is None:
             verdict.fail("every part recovers", f"{f.name}: not within {faults.RECOVERY_LIMIT}s")
     verdict.held("every part recovers")
+    for what in exits:
+        verdict.fail("no process exits because another failed", what)
+    verdict.held("no process exits because another failed")
     sessions = {
         k.name: aiohttp.ClientSession(
             base_url=stack.api_url, headers={"Authorization": f"Bearer {k.key}"}

@@ -56,14 +56,49 @@ def deadline_bound(h: History, token: str, started: float) -> float | None:
     return max(b for b in bounds if b is not None)
 
 
+def _earliest_deadline(h: History, token: str, before: float) -> float | None:
+    """The earliest deadline the token could have had for a read that ended at `before`
+    (acknowledged ones: what the API said; others: already counted as unknown)."""
+    file_id = h.tokens[token].file_id
+    bounds = [
+        d.bound
+        for d in h.deadlines.get(file_id, [])
+        if d.token == token and d.bound is not None and d.sent < before
+    ]
+    return min(bounds) if bounds else None
+
+
+def _live_throughout(h: History, token: str, started: float, ended: float) -> bool:
+    """Whether the load knows the URL was live for the whole read: created (acknowledged)
+    before it began, no request that could change it sent before it ended, no outcome
+    left unknown on its file, and its deadline (with a second to spare) after it."""
+    t = h.tokens[token]
+    if started <= t.created_ack:
+        return False
+    if any(sent < ended for sent in h.unknown.get(t.file_id, [])):
+        return False
+    if any(t.created_ack < sent < ended for sent in h.touched.get(t.file_id, [])):
+        return False
+    deadline = _earliest_deadline(h, token, ended)
+    return deadline is None or ended < deadline - 1
+
+
 def check_reads(h: History, v: Verdict) -> None:
     after_ack = "no edge 200 after revoke/delete acknowledged"
     past_deadline = "no edge 200 past the URL's deadline"
     exact = "edge bodies byte-exact"
-    for inv in (after_ack, past_deadline, exact):
+    serves = "a live URL is never answered 404"
+    for inv in (after_ack, past_deadline, exact, serves):
         v.held(inv)
     served = 0
     for r in h.reads:
+        if r.status == 404 and _live_throughout(h, r.token, r.started, r.ended):
+            t = h.tokens[r.token]
+            v.fail(
+                serves,
+                f"{r.token[:6]}… ({t.file_id}) 404 {r.started - t.created_ack:.3f}s after "
+                "it was created, with nothing sent that could end it",
+            )
         if r.status not in (200, 206):
             continue
         served += 1

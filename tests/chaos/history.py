@@ -107,6 +107,7 @@ class EdgeRead:
     status: int | None  # None: no answer (exception)
     body_sha256: str | None = None
     ranged: tuple[int, int] | None = None  # the range asked for (first, last), if any
+    ended: float = 0.0
 
 
 @dataclass
@@ -117,6 +118,10 @@ class History:
     deadlines: dict[str, list[Deadline]] = field(default_factory=dict)  # per file id
     reads: list[EdgeRead] = field(default_factory=list)
     sent_bytes: dict[str, bytes] = field(default_factory=dict)  # file id -> bytes (ranges)
+    # Per file: when each request that may have killed or changed its URL was sent (revoke,
+    # delete, create, update), and when any of its requests had an unknown outcome.
+    touched: dict[str, list[float]] = field(default_factory=dict)
+    unknown: dict[str, list[float]] = field(default_factory=dict)
 
     def record(self, op: str, started: float, outcome: str) -> Request:
         req = Request(op, started, now(), outcome)

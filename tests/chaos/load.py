@@ -252,6 +252,7 @@ class Load:
         self, f: File, api: aiohttp.ClientSession, op: str, expires_after: int | None
     ) -> None:
         body = {} if expires_after is None else {"expires_after": expires_after}
+        self.h.touched.setdefault(f.id, []).append(now())
         outcome, got, started = await self._http(
             op, api, "POST", f"/v1/files/{f.id}/public-url", json=body
         )
@@ -272,12 +273,14 @@ class Load:
             bound = None if expires_after is None else started + expires_after + 1
             deadlines.append(Deadline(started, None, bound))
             f.url_unknown = True
+            self.h.unknown.setdefault(f.id, []).append(started)
 
     async def revoke(self, team: TeamKey, api: aiohttp.ClientSession) -> None:
         async with self._pick(team, lambda f: f.live_token is not None) as f:
             if f is None or await self._unsure(f, api):
                 return
-            outcome, got, _ = await self._http(
+            self.h.touched.setdefault(f.id, []).append(now())
+            outcome, got, started = await self._http(
                 "revoke", api, "POST", f"/v1/files/{f.id}/public-url/revoke"
             )
             if outcome == "200" and isinstance(got, dict):
@@ -287,6 +290,7 @@ class Load:
                 f.live_token = None
             elif not definite(outcome):
                 f.url_unknown = True
+                self.h.unknown.setdefault(f.id, []).append(started)
 
     async def delete(self, team: TeamKey, api: aiohttp.ClientSession, stub: Any) -> None:
         async with self._pick(team, lambda f: True) as f:
@@ -294,6 +298,7 @@ class Load:
                 await self._delete(team, f, api, stub)
 
     async def _delete(self, team: TeamKey, f: File, api: aiohttp.ClientSession, stub: Any) -> None:
+        self.h.touched.setdefault(f.id, []).append(now())
         if self.rng.random() < 0.25:
             started = now()
             try:
@@ -315,6 +320,7 @@ class Load:
         elif not definite(outcome):
             f.delete_unknown = True
             f.url_unknown = True
+            self.h.unknown.setdefault(f.id, []).append(self.h.touched[f.id][-1])
 
     async def download(self, team: TeamKey, api: aiohttp.ClientSession) -> None:
         async with self._pick(team, lambda f: not f.delete_unknown and f.size < LARGE) as f:
@@ -351,11 +357,11 @@ class Load:
                 status = r.status
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             self.h.record("edge-get", started, outcome_of(exc))
-            self.h.reads.append(EdgeRead(token, started, None))
+            self.h.reads.append(EdgeRead(token, started, None, ended=now()))
             return
         self.h.record("edge-get", started, str(status))
         self.h.reads.append(
-            EdgeRead(token, started, status, sha256(body), span if status == 206 else None)
+            EdgeRead(token, started, status, sha256(body), span if status == 206 else None, now())
         )
 
 

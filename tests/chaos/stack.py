@@ -210,6 +210,25 @@ class ChaosStack:
                 ports=self.s3_ports,
             )
 
+    def exited(self) -> list[str]:
+        """The targets whose process has exited (none should, but the one we killed)."""
+        names = {"api": "api", "worker": "worker", "edge": "edge", **_SERVER}
+        out = []
+        for target, name in names.items():
+            try:
+                if self.proc(name).poll() is not None:
+                    out.append(target)
+            except RuntimeError:
+                out.append(target)
+        return out
+
+    def revive(self, target: str) -> None:
+        """Start again a target that exited by itself (the edge as a whole, too)."""
+        if target == "edge":
+            self.start_process("edge")
+        else:
+            self.restore(target, signal.SIGKILL, [])
+
     def thaw_all(self) -> None:
         """SIGCONT anything still frozen (a run cut short must not leave stopped processes
         that the supervisor's SIGTERM cannot reach)."""
