@@ -76,3 +76,12 @@ def test_a_404_for_a_url_known_live_fails_unless_something_could_have_ended_it()
     read(h, 30.0, 404)
     read(h, 499.5, 404)  # within a second of its deadline
     assert failures(h) == {}
+
+
+def test_a_404_while_the_token_cache_is_being_rebuilt_is_allowed() -> None:
+    h = history(deadline=500.0)
+    h.blackouts.append((19.0, 25.0))
+    read(h, 24.0, 404)
+    assert failures(h) == {}
+    read(h, 26.0, 404)
+    assert failures(h) == {"a live URL is never answered 404": 1}

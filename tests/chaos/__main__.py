@@ -37,7 +37,7 @@ SETTLE_LIMIT = 120.0  # seconds to wait for the final reconcile pass and lost de
 def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m tests.chaos", description=__doc__)
     p.add_argument("--ports", help="FIRST-LAST: take every port from this range")
-    p.add_argument("--down", type=float, default=4.0, help="seconds each fault lasts")
+    p.add_argument("--down", type=float, default=6.0, help="seconds each fault lasts")
     p.add_argument("--settle", type=float, default=2.0, help="seconds of load between faults")
     p.add_argument("--warmup", type=float, default=5.0, help="seconds of load before faults")
     p.add_argument("--seed", type=int, default=9)
@@ -117,6 +117,8 @@ async def run(stack: ChaosStack, args: argparse.Namespace) -> int:
             print(f"[{now() - began:6.1f}s] {fault.name}", file=sys.stderr, flush=True)
             await faults.run_fault(stack, fault, probe, args.down, args.settle)
             done.append(fault)
+            if fault.target == "redis-empty":  # live URLs 404 until the rebuild
+                h.blackouts.append((fault.started, fault.recovered or float("inf")))
             print(
                 f"[{now() - began:6.1f}s]   recovered in {fault.recovery}",
                 file=sys.stderr,

@@ -75,6 +75,8 @@ def _live_throughout(h: History, token: str, started: float, ended: float) -> bo
     t = h.tokens[token]
     if started <= t.created_ack:
         return False
+    if any(begin < ended and started < end for begin, end in h.blackouts):
+        return False
     if any(sent < ended for sent in h.unknown.get(t.file_id, [])):
         return False
     if any(t.created_ack < sent < ended for sent in h.touched.get(t.file_id, [])):

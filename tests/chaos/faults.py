@@ -23,6 +23,7 @@ RECOVERY_LIMIT = 60.0  # a path that does not work again within this is a failed
 
 # (target, signal): every part, each with both signals, one at a time.
 DEFAULT_PLAN: list[tuple[str, signal.Signals]] = [
+    ("redis-empty", signal.SIGKILL),
     ("redis", signal.SIGKILL),
     ("postgres", signal.SIGSTOP),
     ("s3", signal.SIGKILL),
@@ -43,6 +44,7 @@ PATHS = {
     "worker": "a file deleted after the restore has its object removed",
     "edge-worker": "8 GETs on new connections (both workers) answer 200",
     "redis": "an edge GET of a live URL answers 200 (token lookup)",
+    "redis-empty": "the same, once reconcile has rebuilt the token cache",
     "postgres": "REST GET of a file answers 200",
     "s3": "REST download answers 200, byte-exact",
 }
@@ -138,6 +140,7 @@ def probe_for(
         "worker": worker_deletes,
         "edge-worker": edge_both_workers,
         "redis": edge_get,
+        "redis-empty": edge_get,
         "postgres": rest_get,
         "s3": rest_download,
     }[target]

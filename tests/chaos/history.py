@@ -122,6 +122,9 @@ class History:
     # delete, create, update), and when any of its requests had an unknown outcome.
     touched: dict[str, list[float]] = field(default_factory=dict)
     unknown: dict[str, list[float]] = field(default_factory=dict)
+    # Periods when live URLs may answer 404 by design (the token cache lost, until
+    # reconcile has rebuilt it).
+    blackouts: list[tuple[float, float]] = field(default_factory=list)
 
     def record(self, op: str, started: float, outcome: str) -> Request:
         req = Request(op, started, now(), outcome)

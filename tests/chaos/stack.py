@@ -36,9 +36,11 @@ from cli.stack import filecdn_argv
 from shared.settings import Settings
 
 # What can be broken, in the order of the report's rows.
-TARGETS = ("api", "worker", "edge-worker", "redis", "postgres", "s3")
+# "redis-empty": Redis killed and started again without its data (no persistence, or a
+# failover to an empty replica): the token cache, jobs and events are gone.
+TARGETS = ("api", "worker", "edge-worker", "redis", "redis-empty", "postgres", "s3")
 # The server processes' names under the supervisor.
-_SERVER = {"redis": "valkey", "postgres": "postgres", "s3": "seaweedfs"}
+_SERVER = {"redis": "valkey", "redis-empty": "valkey", "postgres": "postgres", "s3": "seaweedfs"}
 
 # Short enough that the run sees expiry, reconcile and the sweep do their work in minutes.
 CHAOS_SETTINGS = {
@@ -191,8 +193,13 @@ class ChaosStack:
             return
         if target in ("api", "worker"):
             self.start_process(target)
-        elif target == "redis":
+        elif target in ("redis", "redis-empty"):
             self._forget("valkey")
+            if target == "redis-empty":
+                for name in ("appendonlydir", "dump.rdb"):
+                    path = self.data_dir / "valkey" / name
+                    shutil.rmtree(path, ignore_errors=True)
+                    path.unlink(missing_ok=True)
             start_valkey(self.sup, self.data_dir / "valkey", persist=True, port=self.redis_port)
         elif target == "postgres":
             self._forget("postgres")
@@ -213,6 +220,7 @@ class ChaosStack:
     def exited(self) -> list[str]:
         """The targets whose process has exited (none should, but the one we killed)."""
         names = {"api": "api", "worker": "worker", "edge": "edge", **_SERVER}
+        names.pop("redis-empty")
         out = []
         for target, name in names.items():
             try:
