@@ -167,6 +167,7 @@ async def check_state(res: Resources, h: History, teams: dict[str, int], v: Verd
     await _jobs_and_events(res, v)
     await _token_cache(res, v)
     await _urls_and_quota(res, h, teams, v)
+    await _link_hits(res, h, v)
 
 
 async def _objects_and_rows(res: Resources, h: History, teams: dict[str, int], v: Verdict) -> None:
@@ -336,3 +337,27 @@ async def check_quota_fill(
 def summary_of(v: Verdict) -> list[tuple[str, int, str]]:
     """(invariant, failures, first failure) per invariant, in the order checked."""
     return [(inv, len(fails), fails[0] if fails else "") for inv, fails in v.failures.items()]
+
+
+async def _link_hits(res: Resources, h: History, v: Verdict) -> None:
+    """The edges' per-link hits, folded into PostgreSQL by the worker, against the 200/206
+    answers the readers got: a crash may lose the last second's counts (reported), but a
+    count must never be doubled."""
+    inv = "link hits never exceed the answers served"
+    v.held(inv)
+    served: dict[str, int] = {}
+    unsure: dict[str, int] = {}
+    for r in h.reads:
+        if r.status in (200, 206):
+            served[r.token] = served.get(r.token, 0) + 1
+        elif r.status is None:  # the edge may have served it after we gave up
+            unsure[r.token] = unsure.get(r.token, 0) + 1
+    rows = await res.db.fetch(
+        "SELECT token, hits FROM public_urls WHERE token = any($1::text[])", list(h.tokens)
+    )
+    hits = {r["token"]: r["hits"] for r in rows}
+    for token, n in hits.items():
+        if n > served.get(token, 0) + unsure.get(token, 0):
+            v.fail(inv, f"{token[:6]}…: {n} hits counted, {served.get(token, 0)} served")
+    v.counted["link hits counted"] = sum(hits.values())
+    v.counted["of edge 200/206 served"] = sum(served.values())
