@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -146,12 +146,56 @@ def probe_for(
     }[target]
 
 
+VICTIM_BYTES = 16 * 1024 * 1024
+_VICTIM_CHUNK = 512 * 1024
+
+
+async def victim_upload(probe: Probe, under_way: asyncio.Event) -> None:
+    """A slow upload (a client on a thin line): sets `under_way` once more than one S3 part
+    (5 MiB) has been sent, so that the API holds an open multipart upload when it dies."""
+    boundary = "chaosvictim"
+    head = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="v.png"\r\n'
+        "Content-Type: application/octet-stream\r\n\r\n"
+    ).encode()
+
+    async def body() -> AsyncIterator[bytes]:
+        yield head + b"\x89PNG\r\n\x1a\n"
+        for sent in range(0, VICTIM_BYTES, _VICTIM_CHUNK):
+            yield bytes(_VICTIM_CHUNK)
+            if sent > 7 * 1024 * 1024:
+                under_way.set()
+            await asyncio.sleep(0.05)
+        yield f"\r\n--{boundary}--\r\n".encode()
+
+    headers = {
+        **probe.headers(),
+        "Content-Type": f"multipart/form-data; boundary={boundary}",
+    }
+    try:
+        async with (
+            aiohttp.ClientSession() as s,
+            s.post(f"{probe.api_url}/v1/files", data=body(), headers=headers) as r,
+        ):
+            await r.read()
+    except (aiohttp.ClientError, OSError):
+        pass  # cut by the kill: what the API leaves behind is the point
+    finally:
+        under_way.set()
+
+
 async def run_fault(
     stack: ChaosStack, fault: Fault, probe: Probe, down: float, settle: float
 ) -> None:
-    """Break, wait, restore, time the recovery, then let the load run on for `settle`."""
+    """Break, wait, restore, time the recovery, then let the load run on for `settle`.
+    Before the API's SIGKILL, a slow large upload is under way (beside the load's)."""
     async with aiohttp.ClientSession() as session:
         check = probe_for(fault.target, probe, session, lambda: fault.restored)
+        victim = None
+        if fault.target == "api" and fault.sig == signal.SIGKILL:
+            under_way = asyncio.Event()
+            victim = asyncio.create_task(victim_upload(probe, under_way))
+            await asyncio.wait_for(under_way.wait(), 30)
         fault.started = now()
         fault.pids = await asyncio.to_thread(stack.break_, fault.target, fault.sig)
         await asyncio.sleep(down)
@@ -163,4 +207,6 @@ async def run_fault(
                 fault.recovered = now()
                 break
             await asyncio.sleep(0.05)
+        if victim is not None:
+            await victim
     await asyncio.sleep(settle)
