@@ -11,7 +11,7 @@ TOOLS_STAMP := $(TOOLS)/.installed
 PYPI := PIP_CONFIG_FILE=/dev/null PIP_FIND_LINKS=
 UV_COMPILE := $(TOOLS)/bin/uv pip compile --quiet --universal --python-version 3.11 --generate-hashes --custom-compile-command 'make lock'
 
-.PHONY: run test lint fmt lock check-deploy rehearsal bench bench-upload bench-list bench-edge bench-tokens clean
+.PHONY: run test chaos lint fmt lock check-deploy rehearsal bench bench-upload bench-list bench-edge bench-tokens clean
 
 $(STAMP): pyproject.toml requirements/dev.lock
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -30,6 +30,10 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+# A private stack under load, each part killed or frozen in turn (~2 min); see README "Chaos".
+chaos: $(STAMP)
+	$(BIN)/python -m tests.chaos $(CHAOS_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/mypy

@@ -212,8 +212,11 @@ def _pg_bin() -> Path:
     return Path(POSTGRES_BIN_PATH)
 
 
-def start_postgres(sup: Supervisor, data_dir: Path, *, fast: bool = False) -> str:
-    """Start PostgreSQL on a free loopback port with its data in data_dir; return a DSN."""
+def start_postgres(
+    sup: Supervisor, data_dir: Path, *, fast: bool = False, port: int | None = None
+) -> str:
+    """Start PostgreSQL on `port` (else a free one) on loopback with its data in data_dir;
+    return a DSN. Started again on the same data and port, it recovers from a crash."""
     bindir = _pg_bin()
     data_dir = data_dir.resolve()
     user = None
@@ -256,7 +259,7 @@ def start_postgres(sup: Supervisor, data_dir: Path, *, fast: bool = False) -> st
         pid = int(stale.read_text().split()[0])
         if not _alive(pid):
             stale.unlink()
-    port = free_port()
+    port = port or free_port()
     opts = ["-c", "max_connections=300", "-c", "shared_buffers=128MB"]
     if fast:  # tests only: durability is not what they exercise
         opts += ["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]
@@ -391,10 +394,21 @@ def weed_binary() -> str:
     return found
 
 
+SEAWEEDFS_PORTS = ("s3", "master", "volume", "filer", "iceberg", "lance")
+
+
 def start_seaweedfs(
-    sup: Supervisor, data_dir: Path, access_key: str, secret_key: str, bucket: str
+    sup: Supervisor,
+    data_dir: Path,
+    access_key: str,
+    secret_key: str,
+    bucket: str,
+    *,
+    ports: dict[str, int] | None = None,
 ) -> str:
-    """Start `weed mini` bound to loopback with S3 credentials enforced; return the endpoint."""
+    """Start `weed mini` bound to loopback with S3 credentials enforced; return the endpoint.
+    `ports` names one for each of SEAWEEDFS_PORTS (the first four need port + 10000 free
+    too); unset, free ones are chosen. Started again with the same, it keeps its data."""
     data_dir = data_dir.resolve()
     (data_dir / "data").mkdir(parents=True, exist_ok=True)
     config = data_dir / "s3.json"
@@ -413,7 +427,9 @@ def start_seaweedfs(
     )
     config.chmod(0o600)
     # weed puts each gRPC port at its HTTP port + 10000: both must be free.
-    ports = {n: free_port(also_free=(10000,)) for n in ("s3", "master", "volume", "filer")}
+    if ports is None:
+        ports = {n: free_port(also_free=(10000,)) for n in SEAWEEDFS_PORTS[:4]}
+        ports |= {n: free_port() for n in SEAWEEDFS_PORTS[4:]}
     (data_dir / "logs").mkdir(exist_ok=True)
     # Logs and local sockets inside data_dir: weed puts both in /tmp otherwise.
     argv = [
@@ -429,8 +445,8 @@ def start_seaweedfs(
         f"-master.port={ports['master']}",
         f"-volume.port={ports['volume']}",
         f"-filer.port={ports['filer']}",
-        f"-s3.port.iceberg={free_port()}",
-        f"-s3.port.lance={free_port()}",
+        f"-s3.port.iceberg={ports['iceberg']}",
+        f"-s3.port.lance={ports['lance']}",
         "-admin.ui=false",
         "-webdav=false",
         f"-s3.config={config}",

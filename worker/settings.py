@@ -13,13 +13,19 @@ import asyncio
 import contextlib
 from typing import Any
 
+import structlog
 from arq.connections import RedisSettings
 from arq.worker import Worker, func
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from shared import scheduling
 from shared.resources import open_resources
 from shared.settings import Settings
 from worker import events, jobs, link_stats_fold, ops, reconcile, samples
+from worker.failures import log_failure
+
+log = structlog.get_logger(__name__)
 
 # An expiry job is one short transaction (plus an event or a job after it).
 JOB_TIMEOUT_SECONDS = 60
@@ -30,6 +36,8 @@ POLL_DELAY_SECONDS = 0.25
 # arq's per-queue health key (`arq.worker.check_health`; arq's default is an hour). Our
 # probes use this process's own heartbeat instead (worker/ops.py).
 HEALTH_CHECK_INTERVAL_SECONDS = 30
+# Between two polls of a Redis that is down, as the worker's other loops wait.
+REDIS_RETRY_SECONDS = 1.0
 
 
 def redis_settings(settings: Settings) -> RedisSettings:
@@ -48,6 +56,18 @@ class HeartbeatWorker(Worker):
     async def heart_beat(self) -> None:
         self.heartbeat.beat("jobs")
         await super().heart_beat()
+
+    async def _poll_iteration(self) -> None:
+        """One turn of arq's poll loop. arq lets a Redis error escape its loop, which ended
+        the worker process on every Redis restart (and `filecdn run` with it); a Redis that
+        is down or hung makes this turn wait and the next one try again, as the event
+        consumer and reconcile loops do. Jobs already running carry on meanwhile."""
+        try:
+            await super()._poll_iteration()
+        except (RedisConnectionError, RedisTimeoutError) as exc:
+            self.heartbeat.beat("jobs")  # waiting for a dependency is not being stuck
+            log_failure(log, "job poll", exc)
+            await asyncio.sleep(REDIS_RETRY_SECONDS)
 
 
 def build_worker(settings: Settings) -> Worker:
