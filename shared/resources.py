@@ -14,7 +14,7 @@ import asyncpg
 import redis.asyncio as aioredis
 from arq.connections import ArqRedis
 
-from shared import db
+from shared import db, scheduling
 from shared.redis_client import (
     create_redis,
     create_token_redis,
@@ -60,9 +60,7 @@ async def open_resources(settings: Settings, *, postgres: bool = True) -> AsyncI
     storage = Storage(settings)
     pool = await db.create_pool(settings) if postgres else None
     # The job queue shares Redis's connection pool instead of opening its own.
-    arq = ArqRedis(
-        connection_pool=redis.connection_pool, default_queue_name=settings.arq_queue_name
-    )
+    arq = scheduling.queue(redis, settings.arq_queue_name)
     try:
         yield Resources(settings, redis, storage, tokens, pool, arq)
     finally:
