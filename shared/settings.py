@@ -24,7 +24,10 @@ class Settings(BaseSettings):
     # Infrastructure. Unset means "start an embedded server" for `filecdn run`; the
     # long-running processes (api, worker, edge) require them.
     database_url: str | None = None
+    # redis://[user:password@]host:port/db; rediss:// for TLS. Every Redis URL below too.
     redis_url: str | None = None
+    # The CA bundle that signs the Redis servers' certificates (rediss://); unset: the system's.
+    redis_tls_ca_file: Path | None = None
     # The token cache's own Redis (a cluster, or a primary with replicas); unset: REDIS_URL.
     # Edges reading replicas point theirs at a replica; the API and worker at the primary.
     token_redis_url: str | None = None
