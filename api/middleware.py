@@ -18,6 +18,14 @@ log = structlog.get_logger("api.access")
 
 # Probes: neither logged nor charted (they would drown the requests people make).
 _PROBES = ("/healthz",)
+# nginx's "client closed request": what the log and the counters say of a caller that left.
+CLIENT_CLOSED = 499
+
+
+def client_gone(request: web.Request) -> bool:
+    """Whether the caller's connection is closed or closing: nobody is left to answer."""
+    transport = request.transport
+    return transport is None or transport.is_closing()
 
 
 @web.middleware
@@ -39,7 +47,7 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
         if request.path not in _PROBES:
             request.app[context.REQUEST_COUNTER].rest(request.method, route_name, status, elapsed)
             log.info(
-                "request",
+                "client disconnected" if status == CLIENT_CLOSED else "request",
                 method=request.method,
                 path=request.path,
                 status=status,
@@ -54,7 +62,7 @@ async def error_mapping(request: web.Request, handler: Handler) -> web.StreamRes
     try:
         return await handler(request)
     except errors.FilecdnError as exc:
-        return rest_response(exc)
+        return web.Response(status=CLIENT_CLOSED) if client_gone(request) else rest_response(exc)
     except web.HTTPNotFound:
         return error_response(
             404, "NOT_FOUND", f"no such endpoint: {request.method} {request.path}"
@@ -71,11 +79,13 @@ async def error_mapping(request: web.Request, handler: Handler) -> web.StreamRes
         return error_response(413, "RESOURCE_EXHAUSTED", "request body too large")
     except web.HTTPException:
         raise
-    except (ConnectionResetError, OSError) as exc:
-        # The client went away (mid-upload): nothing to answer; cleanup ran in the handler.
-        log.info("client disconnected", error=str(exc))
-        raise
-    except Exception as exc:  # Redis down: 503; anything else: a logged 500
+    except Exception as exc:
+        if client_gone(request):
+            # The caller left (mid-upload, mid-download): nothing to answer, nothing to log
+            # but the request's line (499); the handler's cleanup has run. Whatever the
+            # exception (a reset, a payload cut short), it is the departure's, not a bug's.
+            return web.Response(status=CLIENT_CLOSED)
+        # A dependency that failed or timed out: 503; anything else: a logged 500.
         return rest_response(exc)
 
 

@@ -31,8 +31,10 @@ async def create_pool(settings: Settings) -> asyncpg.Pool:
         settings.database_url,
         min_size=settings.db_pool_min,
         max_size=settings.db_pool_max,
-        # Statements are short; a stuck one should fail rather than hold a connection.
-        command_timeout=30,
+        # Statements are short; a stuck one (or a hung server) fails rather than holding a
+        # connection and its caller: 503 in the API.
+        command_timeout=settings.db_timeout,
+        timeout=settings.db_timeout,  # connecting
     )
     if pool is None:  # asyncpg returns None only when initialisation is deferred
         raise RuntimeError("asyncpg returned no pool")

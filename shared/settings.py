@@ -42,6 +42,11 @@ class Settings(BaseSettings):
     s3_secret_key: SecretStr = SecretStr("filecdn-local-secret")
     s3_bucket: str = "filecdn"
     s3_region: str = "us-east-1"
+    # API and worker: seconds to connect to S3, and for S3 to answer (and between two chunks
+    # of a body). A hung or refusing S3 then fails a request (503) within about that long.
+    # The edge has its own, EDGE_S3_TIMEOUT.
+    s3_connect_timeout: float = Field(default=2.0, gt=0)
+    s3_read_timeout: float = Field(default=5.0, gt=0)
 
     # Listening addresses.
     api_host: str = "127.0.0.1"
@@ -112,6 +117,9 @@ class Settings(BaseSettings):
     redis_timeout: float = Field(default=5.0, gt=0)  # a hung Redis fails requests (503)
     log_level: str = "info"
     log_format: Literal["json", "console"] = "json"
+    # Seconds to connect to PostgreSQL, and for a statement's answer: a hung server fails a
+    # request (503) within about that long.
+    db_timeout: float = Field(default=5.0, gt=0)
     db_pool_min: int = 2
     db_pool_max: int = 20
     s3_threads: int = 16
