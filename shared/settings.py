@@ -117,9 +117,11 @@ class Settings(BaseSettings):
     redis_timeout: float = Field(default=5.0, gt=0)  # a hung Redis fails requests (503)
     log_level: str = "info"
     log_format: Literal["json", "console"] = "json"
-    # Seconds to connect to PostgreSQL, and for a statement's answer: a hung server fails a
-    # request (503) within about that long.
+    # Seconds for a statement's answer, and to connect to PostgreSQL (also to cancel a
+    # statement that timed out, which the connection waits for before it is reused): a hung
+    # server fails a request (503) within about their sum.
     db_timeout: float = Field(default=5.0, gt=0)
+    db_connect_timeout: float = Field(default=2.0, gt=0)
     db_pool_min: int = 2
     db_pool_max: int = 20
     s3_threads: int = 16
