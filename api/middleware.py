@@ -11,7 +11,7 @@ from aiohttp.typedefs import Handler
 
 from api import context
 from api.auth import authenticate
-from api.errors import error_response, rest_response
+from api.errors import as_domain_error, error_response, rest_response
 from shared import errors
 
 log = structlog.get_logger("api.access")
@@ -85,6 +85,14 @@ async def error_mapping(request: web.Request, handler: Handler) -> web.StreamRes
             # but the request's line (499); the handler's cleanup has run. Whatever the
             # exception (a reset, a payload cut short), it is the departure's, not a bug's.
             return web.Response(status=CLIENT_CLOSED)
+        if request.writer.output_size:
+            # The answer was under way (a download whose S3 read failed mid-body): another
+            # one cannot follow it. Cut the connection, so the client sees a short body,
+            # never a wrong one (as the edge does); the error is logged and counted.
+            err = as_domain_error(exc)
+            if request.transport is not None:
+                request.transport.abort()
+            return web.Response(status=err.http_status)
         # A dependency that failed or timed out: 503; anything else: a logged 500.
         return rest_response(exc)
 

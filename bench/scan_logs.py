@@ -17,6 +17,7 @@ import argparse
 import json
 import re
 import sys
+import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,7 +40,7 @@ CLIENT_EXCEPTIONS = {
     "UnicodeEncodeError",
     "CharacterNotInRepertoireError",
 }
-SHOWN = 4
+DEPENDENCY_LOGGERS = {"asyncpg", "redis", "urllib3", "minio", "arq"}
 PATTERNS = {
     "url password": re.compile(
         r"[A-Za-z][A-Za-z0-9+.-]*://[^/\s:@\"]*:(?!\[redacted\]@)[^@\s/\"]+@"
@@ -90,7 +91,10 @@ def scan_file(path: Path, secrets: dict[str, str]) -> FileScan:
                 entry = None
         if entry is not None and "exception" in entry:
             types = _exception_types(entry)
-            client = any(t in CLIENT_EXCEPTIONS for t in types)
+            # A dependency's client library reporting its own connection trouble (a reset
+            # from PostgreSQL is not a client of ours leaving).
+            dependency = str(entry.get("logger", "")).split(".")[0] in DEPENDENCY_LOGGERS
+            client = not dependency and any(t in CLIENT_EXCEPTIONS for t in types)
             out.tracebacks[(str(entry.get("event")), "/".join(types), client)] += 1
         elif raw.startswith("Traceback (most recent call last)"):
             text_traceback = []
@@ -106,9 +110,11 @@ def scan_file(path: Path, secrets: dict[str, str]) -> FileScan:
 
 
 def newest_run() -> Path:
-    runs = sorted(Path("/tmp").glob("filecdn-test-*/logs"), key=lambda p: p.stat().st_mtime)
+    runs = sorted(
+        Path(tempfile.gettempdir()).glob("filecdn-test-*/logs"), key=lambda p: p.stat().st_mtime
+    )
     if not runs:
-        raise SystemExit("no /tmp/filecdn-test-*/logs: run `make test` first, or name a dir")
+        raise SystemExit("no $TMPDIR/filecdn-test-*/logs: run `make test` first, or name one")
     return runs[-1]
 
 

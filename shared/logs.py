@@ -82,6 +82,21 @@ def configured_secrets(settings: Settings) -> list[str]:
     return found
 
 
+# Client libraries of our dependencies: what they log with an exception is their connection
+# trouble (a pool that cannot reconnect while PostgreSQL is down), one line, no traceback.
+_DEPENDENCY_LOGGERS = {"asyncpg", "redis", "urllib3", "minio", "aiohttp.client"}
+
+
+def _dependency_trouble(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> Any:
+    name = str(event_dict.get("logger", ""))
+    if name.split(".")[0] in _DEPENDENCY_LOGGERS or name in _DEPENDENCY_LOGGERS:
+        exc_info = event_dict.pop("exc_info", None)
+        exc = exc_info[1] if isinstance(exc_info, tuple) else exc_info
+        if isinstance(exc, BaseException):
+            event_dict["error"] = f"{type(exc).__name__}: {exc}"[:300]
+    return event_dict
+
+
 def processors(settings: Settings) -> list[structlog.typing.Processor]:
     """What every event goes through after it has its level and time: its exception made
     text or data without frame locals, then redaction, then rendering."""
@@ -120,7 +135,7 @@ def configure(settings: Settings, process: str) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
-            foreign_pre_chain=[*stamped, structlog.stdlib.add_logger_name],
+            foreign_pre_chain=[*stamped, structlog.stdlib.add_logger_name, _dependency_trouble],
             processors=[
                 structlog.stdlib.ProcessorFormatter.remove_processors_meta,
                 *processors(settings),

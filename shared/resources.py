@@ -6,6 +6,7 @@ and passed explicitly; nothing is a module-level client.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -66,7 +67,10 @@ async def open_resources(settings: Settings, *, postgres: bool = True) -> AsyncI
     finally:
         await storage.close()
         if pool is not None:
-            await pool.close()
+            try:  # a graceful close waits for PostgreSQL: bounded, then the sockets are cut
+                await asyncio.wait_for(pool.close(), settings.db_timeout)
+            except Exception:
+                pool.terminate()
         if own_token_redis:
             await tokens.redis.aclose()
         await redis.aclose()

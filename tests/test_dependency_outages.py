@@ -9,7 +9,9 @@ nothing forwarded) on cue. Its timeouts are lowered so the suite stays quick;
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -23,7 +25,7 @@ from cli.stack import filecdn_argv
 from shared.resources import Resources
 from tests.conftest import Stack, new_team
 from tests.faults import SCENARIOS, Links, Mode, during_outage, faulty_links, tcp_ready
-from tests.helpers import png, upload
+from tests.helpers import png, upload, wait_for_log
 
 TIMEOUTS = {
     "DB_TIMEOUT": "2",
@@ -40,6 +42,7 @@ class OutageApi:
     grpc_target: str
     key: str
     file_id: str
+    name: str  # its process's log: logs/<name>.log
 
 
 @pytest.fixture(scope="module")
@@ -67,9 +70,11 @@ async def outage_api(stack: Stack, res: Resources) -> AsyncIterator[OutageApi]:
                 base_url=api_url, headers={"Authorization": f"Bearer {team.key}"}
             ) as api:
                 f = await upload(api, png())
-            yield OutageApi(links, api_url, f"localhost:{grpc_port}", team.key, f["id"])
+            yield OutageApi(links, api_url, f"localhost:{grpc_port}", team.key, f["id"], name)
         finally:
-            stack.sup.stop(name)
+            # In a thread: the proxies run in this loop, and the API closes its connections
+            # through them as it stops.
+            await asyncio.to_thread(stack.sup.stop, name)
 
 
 @pytest.mark.parametrize(("label", "dependency", "mode"), SCENARIOS, ids=[s[0] for s in SCENARIOS])
@@ -93,3 +98,33 @@ async def test_an_outage_is_503_and_unavailable_then_recovers(
         "error": UNAVAILABLE_MESSAGE,
     }
     assert (outcome.grpc.code, outcome.grpc.details) == ("UNAVAILABLE", UNAVAILABLE_MESSAGE)
+
+
+async def test_s3_failing_mid_download_cuts_the_connection(
+    outage_api: OutageApi, stack: Stack
+) -> None:
+    """Headers and part of the body are out when S3 hangs: the API cannot answer again, so
+    it cuts the connection (a short body, never a second response inside the first)."""
+    size = 48 * 1024 * 1024  # more than every socket buffer on the way can hold
+    async with aiohttp.ClientSession(
+        base_url=outage_api.api_url, headers={"Authorization": f"Bearer {outage_api.key}"}
+    ) as api:
+        f = await upload(api, b"\x89PNG\r\n\x1a\n" + os.urandom(size - 8))
+    request_id = uuid.uuid4().hex
+    host, port = outage_api.api_url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(
+        f"GET /v1/files/{f['id']}/content HTTP/1.1\r\nHost: {host}\r\n"
+        f"Authorization: Bearer {outage_api.key}\r\nX-Request-Id: {request_id}\r\n\r\n".encode()
+    )
+    head = await reader.readuntil(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200") and f"Content-Length: {size}".encode() in head
+    outage_api.links.s3.hang()
+    try:
+        body = await reader.read(-1)  # until the API closes the connection
+    finally:
+        await outage_api.links.s3.restore()
+        writer.close()
+    assert len(body) < size
+    line = await wait_for_log(stack, outage_api.name, event="request", request_id=request_id)
+    assert line["status"] == 503
