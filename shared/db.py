@@ -34,7 +34,7 @@ async def create_pool(settings: Settings) -> asyncpg.Pool:
         # Statements are short; a stuck one (or a hung server) fails rather than holding a
         # connection and its caller: 503 in the API.
         command_timeout=settings.db_timeout,
-        timeout=settings.db_connect_timeout,  # connecting, also to cancel a timed-out statement
+        timeout=settings.db_connect_timeout,  # connecting
     )
     if pool is None:  # asyncpg returns None only when initialisation is deferred
         raise RuntimeError("asyncpg returned no pool")
