@@ -50,8 +50,11 @@ class Resources:
 
 
 @contextlib.asynccontextmanager
-async def open_resources(settings: Settings, *, postgres: bool = True) -> AsyncIterator[Resources]:
-    """Open every dependency a process needs; the edge passes postgres=False."""
+async def open_resources(
+    settings: Settings, *, postgres: bool = True, db_timeout: float = db.BACKGROUND_TIMEOUT
+) -> AsyncIterator[Resources]:
+    """Open every dependency a process needs; the edge passes postgres=False, the API
+    db_timeout=DB_TIMEOUT (a request's statements are short)."""
     redis = create_redis(settings, timeout=settings.redis_timeout)
     own_token_redis = has_own_token_redis(settings)
     tokens = token_cache(
@@ -59,7 +62,7 @@ async def open_resources(settings: Settings, *, postgres: bool = True) -> AsyncI
         create_token_redis(settings, timeout=settings.redis_timeout) if own_token_redis else redis,
     )
     storage = Storage(settings)
-    pool = await db.create_pool(settings) if postgres else None
+    pool = await db.create_pool(settings, command_timeout=db_timeout) if postgres else None
     # The job queue shares Redis's connection pool instead of opening its own.
     arq = scheduling.queue(redis, settings.arq_queue_name)
     try:
@@ -68,7 +71,7 @@ async def open_resources(settings: Settings, *, postgres: bool = True) -> AsyncI
         await storage.close()
         if pool is not None:
             try:  # a graceful close waits for PostgreSQL: bounded, then the sockets are cut
-                await asyncio.wait_for(pool.close(), settings.db_timeout)
+                await asyncio.wait_for(pool.close(), db_timeout)
             except Exception:
                 pool.terminate()
         if own_token_redis:

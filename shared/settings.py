@@ -117,9 +117,9 @@ class Settings(BaseSettings):
     redis_timeout: float = Field(default=5.0, gt=0)  # a hung Redis fails requests (503)
     log_level: str = "info"
     log_format: Literal["json", "console"] = "json"
-    # Seconds for a statement's answer (and then for its cancellation, which the connection
-    # waits for before it is reused), and to connect to PostgreSQL: a hung server fails a
-    # request (503) within about twice DB_TIMEOUT.
+    # API: seconds for a statement's answer (and then for its cancellation, which the
+    # connection waits for before it is reused); every process: seconds to connect to
+    # PostgreSQL. A hung server fails a request (503) within about twice DB_TIMEOUT.
     db_timeout: float = Field(default=4.0, gt=0)
     db_connect_timeout: float = Field(default=2.0, gt=0)
     db_pool_min: int = 2
