@@ -19,6 +19,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import structlog
+from aiohttp.http_exceptions import HttpProcessingError
 from structlog.tracebacks import ExceptionDictTransformer
 
 from shared.settings import Settings
@@ -97,6 +98,21 @@ def _dependency_trouble(_: Any, __: str, event_dict: MutableMapping[str, Any]) -
     return event_dict
 
 
+def _client_trouble(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> Any:
+    """aiohttp's server logs a request it could not parse (a client's bytes: a bad header, a
+    line too long; it answers 400 itself) as an error with a traceback: one info line."""
+    if event_dict.get("logger") != "aiohttp.server":
+        return event_dict
+    exc_info = event_dict.get("exc_info")
+    exc = exc_info[1] if isinstance(exc_info, tuple) else exc_info
+    if isinstance(exc, HttpProcessingError):
+        del event_dict["exc_info"]
+        event_dict["level"] = "info"
+        event_dict["event"] = "malformed request"
+        event_dict["error"] = f"{type(exc).__name__}: {exc.message}".splitlines()[0][:200]
+    return event_dict
+
+
 def processors(settings: Settings) -> list[structlog.typing.Processor]:
     """What every event goes through after it has its level and time: its exception made
     text or data without frame locals, then redaction, then rendering."""
@@ -135,7 +151,12 @@ def configure(settings: Settings, process: str) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
-            foreign_pre_chain=[*stamped, structlog.stdlib.add_logger_name, _dependency_trouble],
+            foreign_pre_chain=[
+                *stamped,
+                structlog.stdlib.add_logger_name,
+                _dependency_trouble,
+                _client_trouble,
+            ],
             processors=[
                 structlog.stdlib.ProcessorFormatter.remove_processors_meta,
                 *processors(settings),

@@ -91,3 +91,30 @@ def test_an_internal_error_logs_code_locations_and_no_secret(log_format: str) ->
         assert "unhandled error" in out and "Error handling request" in out
         assert out.count("Traceback (most recent call last)") == 3  # one chained
         assert "header =" not in out and "settings =" not in out  # no locals rendered
+
+
+def test_a_request_aiohttp_cannot_parse_is_one_info_line() -> None:
+    """A client's malformed bytes (here a NUL in a header) are the client's problem: aiohttp
+    answers 400 and its error-with-traceback becomes one info line."""
+    script = textwrap.dedent(
+        """
+        import logging
+        from aiohttp.http_exceptions import BadHttpMessage
+        from shared import logs
+        from shared.settings import Settings
+
+        logs.configure(Settings(log_format="json"), "api")
+        try:
+            raise BadHttpMessage("Invalid header value char")
+        except BadHttpMessage as exc:
+            logging.getLogger("aiohttp.server").exception(
+                "Error handling request from %s", "127.0.0.1", exc_info=exc
+            )
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
+    )
+    [line] = [json.loads(x) for x in done.stderr.splitlines()]
+    assert (line["level"], line["event"]) == ("info", "malformed request")
+    assert "exception" not in line and line["error"].startswith("BadHttpMessage")
