@@ -1,10 +1,12 @@
 """Failures -> what REST and gRPC answer, in one place.
 
 Every exception a handler lets out becomes a domain error first (`as_domain_error`): its
-own, UNAVAILABLE for a Redis failure (the token cache cannot be kept exact, so we refuse),
-INTERNAL for anything else (logged here, never shown). Then the error's HTTP status and
-gRPC code (`shared/errors.py`) give the answer: REST's body is upstream's shape
-`{"code": "<gRPC status phrase>", "error": "<message>"}`, gRPC's details the same message.
+own; UNAVAILABLE for a dependency that failed, refused or timed out (PostgreSQL, Redis, S3:
+`shared.dependencies`; for Redis also because the token cache cannot be kept exact, so we
+refuse); INTERNAL for anything else (logged here, never shown). Then the error's HTTP status
+and gRPC code (`shared/errors.py`) give the answer: REST's body is upstream's shape
+`{"code": "<gRPC status phrase>", "error": "<message>"}`, gRPC's details the same message;
+a REST 503 also says when to retry (`Retry-After`).
 """
 
 from __future__ import annotations
@@ -12,9 +14,9 @@ from __future__ import annotations
 import grpc
 import structlog
 from aiohttp import web
-from redis.exceptions import RedisError
 
 from shared import errors
+from shared.dependencies import failed_dependency
 
 log = structlog.get_logger(__name__)
 
@@ -35,14 +37,23 @@ PHRASES = {
 
 UNAVAILABLE_MESSAGE = "a dependency is unavailable; retry later"
 INTERNAL_MESSAGE = "internal error"
+# Seconds a REST client is told to wait after a 503 (gRPC clients retry UNAVAILABLE by
+# themselves): outages are either short or long, and a second costs little either way.
+RETRY_AFTER_SECONDS = 1
 
 
 def as_domain_error(exc: Exception) -> errors.FilecdnError:
     """The domain error a failed request answers with; surprises are logged here."""
     if isinstance(exc, errors.FilecdnError):
         return exc
-    if isinstance(exc, RedisError):
-        log.error("redis unavailable", error=str(exc))
+    dependency = failed_dependency(exc)
+    if dependency is not None:
+        # No traceback: the dependency's own state is the story, not our stack.
+        log.warning(
+            "dependency unavailable",
+            dependency=dependency,
+            error=f"{type(exc).__name__}: {exc}"[:300],
+        )
         return errors.Unavailable(UNAVAILABLE_MESSAGE)
     log.error("unhandled error", exc_info=exc)
     return errors.Internal(INTERNAL_MESSAGE)
@@ -59,7 +70,11 @@ def error_response(
 
 def rest_response(exc: Exception) -> web.Response:
     err = as_domain_error(exc)
-    headers = {"WWW-Authenticate": "Bearer"} if err.http_status == 401 else None
+    headers = None
+    if err.http_status == 401:
+        headers = {"WWW-Authenticate": "Bearer"}
+    elif err.http_status == 503:
+        headers = {"Retry-After": str(RETRY_AFTER_SECONDS)}
     return error_response(err.http_status, err.grpc_code, err.message, headers)
 
 

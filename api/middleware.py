@@ -11,13 +11,21 @@ from aiohttp.typedefs import Handler
 
 from api import context
 from api.auth import authenticate
-from api.errors import error_response, rest_response
+from api.errors import as_domain_error, error_response, rest_response
 from shared import errors
 
 log = structlog.get_logger("api.access")
 
 # Probes: neither logged nor charted (they would drown the requests people make).
 _PROBES = ("/healthz",)
+# nginx's "client closed request": what the log and the counters say of a caller that left.
+CLIENT_CLOSED = 499
+
+
+def client_gone(request: web.Request) -> bool:
+    """Whether the caller's connection is closed or closing: nobody is left to answer."""
+    transport = request.transport
+    return transport is None or transport.is_closing()
 
 
 @web.middleware
@@ -39,7 +47,7 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
         if request.path not in _PROBES:
             request.app[context.REQUEST_COUNTER].rest(request.method, route_name, status, elapsed)
             log.info(
-                "request",
+                "client disconnected" if status == CLIENT_CLOSED else "request",
                 method=request.method,
                 path=request.path,
                 status=status,
@@ -54,7 +62,7 @@ async def error_mapping(request: web.Request, handler: Handler) -> web.StreamRes
     try:
         return await handler(request)
     except errors.FilecdnError as exc:
-        return rest_response(exc)
+        return web.Response(status=CLIENT_CLOSED) if client_gone(request) else rest_response(exc)
     except web.HTTPNotFound:
         return error_response(
             404, "NOT_FOUND", f"no such endpoint: {request.method} {request.path}"
@@ -71,11 +79,21 @@ async def error_mapping(request: web.Request, handler: Handler) -> web.StreamRes
         return error_response(413, "RESOURCE_EXHAUSTED", "request body too large")
     except web.HTTPException:
         raise
-    except (ConnectionResetError, OSError) as exc:
-        # The client went away (mid-upload): nothing to answer; cleanup ran in the handler.
-        log.info("client disconnected", error=str(exc))
-        raise
-    except Exception as exc:  # Redis down: 503; anything else: a logged 500
+    except Exception as exc:
+        if client_gone(request):
+            # The caller left (mid-upload, mid-download): nothing to answer, nothing to log
+            # but the request's line (499); the handler's cleanup has run. Whatever the
+            # exception (a reset, a payload cut short), it is the departure's, not a bug's.
+            return web.Response(status=CLIENT_CLOSED)
+        if request.writer.output_size:
+            # The answer was under way (a download whose S3 read failed mid-body): another
+            # one cannot follow it. Cut the connection, so the client sees a short body,
+            # never a wrong one (as the edge does); the error is logged and counted.
+            err = as_domain_error(exc)
+            if request.transport is not None:
+                request.transport.abort()
+            return web.Response(status=err.http_status)
+        # A dependency that failed or timed out: 503; anything else: a logged 500.
         return rest_response(exc)
 
 

@@ -37,7 +37,7 @@ async def _listen(app: web.Application, host: str, port: int) -> web.AppRunner:
 async def serve(settings: Settings) -> None:
     if settings.pagination_secret is None:
         log.warning("PAGINATION_SECRET is unset: list cursors only work on this replica")
-    async with open_resources(settings) as res:
+    async with open_resources(settings, db_timeout=settings.db_timeout) as res:
         await db.check_schema(res.db)  # SchemaOutdated: `filecdn api` exits with its message
         await res.storage.ensure_bucket()
         tally = Tally(res.redis, settings.metrics_retention_seconds)

@@ -62,7 +62,7 @@ async def open_edge(
         if own_token_redis
         else redis
     )
-    storage = Storage(settings)
+    storage = Storage(settings, read_timeout=settings.edge_s3_timeout)
     lookups = TokenLookups(token_redis, settings.edge_redis_timeout)
     wake = asyncio.Event()  # per-link counts are full: report before the second is up
     links = LinkCounts(counters, MAX_TOKENS, wake.set) if settings.edge_link_stats else None

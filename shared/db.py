@@ -24,15 +24,25 @@ Connection = asyncpg.Connection | PoolConnectionProxy
 Row = asyncpg.Record
 
 
-async def create_pool(settings: Settings) -> asyncpg.Pool:
+# Statements outside a request (the worker's passes and sweeps, tools) may be long.
+BACKGROUND_TIMEOUT = 30.0
+
+
+async def create_pool(
+    settings: Settings, *, command_timeout: float = BACKGROUND_TIMEOUT
+) -> asyncpg.Pool:
+    """The pool; `command_timeout`: seconds a statement may take (the API passes
+    DB_TIMEOUT: a request fails rather than waiting on a hung server)."""
     if not settings.database_url:
         raise RuntimeError("DATABASE_URL is not set")
     pool = await asyncpg.create_pool(
         settings.database_url,
         min_size=settings.db_pool_min,
         max_size=settings.db_pool_max,
-        # Statements are short; a stuck one should fail rather than hold a connection.
-        command_timeout=30,
+        # A stuck statement (or a hung server) fails rather than holding a connection and
+        # its caller: 503 in the API.
+        command_timeout=command_timeout,
+        timeout=settings.db_connect_timeout,  # connecting
     )
     if pool is None:  # asyncpg returns None only when initialisation is deferred
         raise RuntimeError("asyncpg returned no pool")

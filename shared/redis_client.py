@@ -1,6 +1,14 @@
-"""The Redis clients every process opens (API, worker, edge, CLI), with bounded waits."""
+"""The Redis clients every process opens (API, worker, edge, CLI), with bounded waits.
+
+Every one is made from a URL here: `redis://user:password@host:port/db` authenticates as an
+ACL user (or, without a user, with `requirepass`'s password), and `rediss://` speaks TLS,
+verified against the system's CAs or REDIS_TLS_CA_FILE.
+"""
 
 from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlsplit
 
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
@@ -18,8 +26,16 @@ def create_redis(settings: Settings, *, timeout: float | None = None) -> aioredi
         socket_timeout=timeout,
         socket_connect_timeout=timeout or 5,
         health_check_interval=30,
+        **_tls(settings, settings.redis_url),
     )
     return client
+
+
+def _tls(settings: Settings, url: str) -> dict[str, Any]:
+    """TLS options for a `rediss://` URL: the CA bundle, when one is configured."""
+    if urlsplit(url).scheme != "rediss" or settings.redis_tls_ca_file is None:
+        return {}
+    return {"ssl_ca_certs": str(settings.redis_tls_ca_file)}
 
 
 def has_own_token_redis(settings: Settings) -> bool:
@@ -39,11 +55,15 @@ def create_token_redis(settings: Settings, *, timeout: float | None = None) -> T
     if settings.token_redis_mode == "cluster":
         # Reads go to the primaries: a replica may not have a revocation yet.
         cluster: RedisCluster = RedisCluster.from_url(
-            url, socket_timeout=timeout, socket_connect_timeout=timeout or 5
+            url, socket_timeout=timeout, socket_connect_timeout=timeout or 5, **_tls(settings, url)
         )
         return cluster
     client: aioredis.Redis = aioredis.Redis.from_url(
-        url, socket_timeout=timeout, socket_connect_timeout=timeout or 5, health_check_interval=30
+        url,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout or 5,
+        health_check_interval=30,
+        **_tls(settings, url),
     )
     return client
 

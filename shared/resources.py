@@ -6,6 +6,7 @@ and passed explicitly; nothing is a module-level client.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -14,7 +15,7 @@ import asyncpg
 import redis.asyncio as aioredis
 from arq.connections import ArqRedis
 
-from shared import db
+from shared import db, scheduling
 from shared.redis_client import (
     create_redis,
     create_token_redis,
@@ -49,8 +50,11 @@ class Resources:
 
 
 @contextlib.asynccontextmanager
-async def open_resources(settings: Settings, *, postgres: bool = True) -> AsyncIterator[Resources]:
-    """Open every dependency a process needs; the edge passes postgres=False."""
+async def open_resources(
+    settings: Settings, *, postgres: bool = True, db_timeout: float = db.BACKGROUND_TIMEOUT
+) -> AsyncIterator[Resources]:
+    """Open every dependency a process needs; the edge passes postgres=False, the API
+    db_timeout=DB_TIMEOUT (a request's statements are short)."""
     redis = create_redis(settings, timeout=settings.redis_timeout)
     own_token_redis = has_own_token_redis(settings)
     tokens = token_cache(
@@ -58,17 +62,18 @@ async def open_resources(settings: Settings, *, postgres: bool = True) -> AsyncI
         create_token_redis(settings, timeout=settings.redis_timeout) if own_token_redis else redis,
     )
     storage = Storage(settings)
-    pool = await db.create_pool(settings) if postgres else None
+    pool = await db.create_pool(settings, command_timeout=db_timeout) if postgres else None
     # The job queue shares Redis's connection pool instead of opening its own.
-    arq = ArqRedis(
-        connection_pool=redis.connection_pool, default_queue_name=settings.arq_queue_name
-    )
+    arq = scheduling.queue(redis, settings.arq_queue_name)
     try:
         yield Resources(settings, redis, storage, tokens, pool, arq)
     finally:
         await storage.close()
         if pool is not None:
-            await pool.close()
+            try:  # a graceful close waits for PostgreSQL: bounded, then the sockets are cut
+                await asyncio.wait_for(pool.close(), db_timeout)
+            except Exception:
+                pool.terminate()
         if own_token_redis:
             await tokens.redis.aclose()
         await redis.aclose()

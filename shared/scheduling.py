@@ -5,14 +5,22 @@ runs, finds a newer version and does nothing (arq would also silently drop a sec
 with the id of one still queued). A job that is not scheduled is not fatal: the deadline is
 enforced by Redis TTL and by the edge, and reconcile reschedules missing jobs. Callers
 decide what a failure means (`shared/unit_of_work.py` logs it after commit).
+
+Payloads are JSON, never pickle (arq's default): the queue holds data, so whoever can write
+to Redis can at most queue an expiry check, not run code in the worker, which holds the
+database and S3 credentials. Every pool that enqueues and the worker that runs use `queue`'s
+serializer pair.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
+import redis.asyncio as aioredis
 from arq.connections import ArqRedis
 from arq.constants import job_key_prefix, result_key_prefix
 from arq.jobs import serialize_job
@@ -20,6 +28,40 @@ from arq.utils import timestamp_ms, to_unix_ms
 
 EXPIRE_URL = "expire_public_url"
 EXPIRE_FILE = "expire_file"
+
+
+def serialize(data: dict[str, Any]) -> bytes:
+    """arq's job and result dicts as JSON. A failed job's result is its exception: stored as
+    its type and message (the traceback is in the worker's log)."""
+    return json.dumps(data, default=_plain, separators=(",", ":")).encode()
+
+
+def _plain(value: object) -> str:
+    if isinstance(value, BaseException):
+        return f"{type(value).__name__}: {value}"
+    raise TypeError(f"a job payload holds only JSON values, not {type(value).__name__}")
+
+
+def deserialize(raw: bytes) -> dict[str, Any]:
+    """The inverse of `serialize`; anything else (a pickle, garbage) is refused by arq as a
+    job it cannot read, and never executed."""
+    data = json.loads(raw)
+    if not isinstance(data, dict):
+        raise ValueError("a job payload is a JSON object")
+    if isinstance(data.get("a"), list):
+        data["a"] = tuple(data["a"])  # arq's job args are a tuple
+    return data
+
+
+def queue(redis: aioredis.Redis, queue_name: str) -> ArqRedis:
+    """The job queue over an open Redis client's connection pool (its URL's credentials, TLS
+    and timeouts), with JSON payloads."""
+    return ArqRedis(
+        connection_pool=redis.connection_pool,
+        job_serializer=serialize,
+        job_deserializer=deserialize,
+        default_queue_name=queue_name,
+    )
 
 
 def url_job_id(url_id: int, version: int) -> str:

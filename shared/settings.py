@@ -24,7 +24,10 @@ class Settings(BaseSettings):
     # Infrastructure. Unset means "start an embedded server" for `filecdn run`; the
     # long-running processes (api, worker, edge) require them.
     database_url: str | None = None
+    # redis://[user:password@]host:port/db; rediss:// for TLS. Every Redis URL below too.
     redis_url: str | None = None
+    # The CA bundle that signs the Redis servers' certificates (rediss://); unset: the system's.
+    redis_tls_ca_file: Path | None = None
     # The token cache's own Redis (a cluster, or a primary with replicas); unset: REDIS_URL.
     # Edges reading replicas point theirs at a replica; the API and worker at the primary.
     token_redis_url: str | None = None
@@ -39,6 +42,11 @@ class Settings(BaseSettings):
     s3_secret_key: SecretStr = SecretStr("filecdn-local-secret")
     s3_bucket: str = "filecdn"
     s3_region: str = "us-east-1"
+    # API and worker: seconds to connect to S3, and for S3 to answer (and between two chunks
+    # of a body). A hung or refusing S3 then fails a request (503) within about that long.
+    # The edge has its own, EDGE_S3_TIMEOUT.
+    s3_connect_timeout: float = Field(default=2.0, gt=0)
+    s3_read_timeout: float = Field(default=5.0, gt=0)
 
     # Listening addresses.
     api_host: str = "127.0.0.1"
@@ -109,6 +117,11 @@ class Settings(BaseSettings):
     redis_timeout: float = Field(default=5.0, gt=0)  # a hung Redis fails requests (503)
     log_level: str = "info"
     log_format: Literal["json", "console"] = "json"
+    # API: seconds for a statement's answer (and then for its cancellation, which the
+    # connection waits for before it is reused); every process: seconds to connect to
+    # PostgreSQL. A hung server fails a request (503) within about twice DB_TIMEOUT.
+    db_timeout: float = Field(default=4.0, gt=0)
+    db_connect_timeout: float = Field(default=2.0, gt=0)
     db_pool_min: int = 2
     db_pool_max: int = 20
     s3_threads: int = 16

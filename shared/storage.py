@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import os
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -19,6 +20,8 @@ from typing import Any, TypeVar, cast
 from urllib.parse import urlsplit
 
 import aiohttp
+import certifi
+import urllib3
 from minio import Minio
 from minio.datatypes import CompleteMultipartUploadResult, Part
 from minio.error import S3Error
@@ -142,21 +145,42 @@ class ObjectWriter:
 class Storage:
     """The S3 bucket, its thread pool and an HTTP session for streamed reads."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, read_timeout: float | None = None) -> None:
+        """`read_timeout`: how long S3 may take to answer (the edge passes its own); the
+        API and worker use S3_READ_TIMEOUT. Connecting is bounded by S3_CONNECT_TIMEOUT."""
         if not settings.s3_endpoint:
             raise RuntimeError("S3_ENDPOINT is not set")
         url = urlsplit(settings.s3_endpoint)
         self.bucket = settings.s3_bucket
+        self._connect_timeout = settings.s3_connect_timeout
+        self._read_timeout = read_timeout or settings.s3_read_timeout
         self.client = Minio(
             url.netloc,
             access_key=settings.s3_access_key,
             secret_key=settings.s3_secret_key.get_secret_value(),
             secure=url.scheme == "https",
             region=settings.s3_region,
+            http_client=self._http_client(settings.s3_threads),
         )
         self._executor = ThreadPoolExecutor(settings.s3_threads, thread_name_prefix="s3")
         self._session: aiohttp.ClientSession | None = None
-        self._read_timeout = settings.edge_s3_timeout
+
+    def _http_client(self, threads: int) -> urllib3.PoolManager:
+        """minio's own client (CA bundle, retries on S3's 5xx), but with our timeouts (minio's
+        are five minutes) and no retry once a request was sent and S3 went quiet: a hung S3
+        fails a call within the read timeout, not a multiple of it."""
+        return urllib3.PoolManager(
+            timeout=urllib3.Timeout(connect=self._connect_timeout, read=self._read_timeout),
+            maxsize=threads,
+            cert_reqs="CERT_REQUIRED",
+            ca_certs=os.environ.get("SSL_CERT_FILE") or certifi.where(),
+            retries=urllib3.Retry(
+                total=3,
+                read=0,
+                backoff_factor=0.2,
+                status_forcelist=[500, 502, 503, 504],
+            ),
+        )
 
     def run_in_thread(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> asyncio.Future[T]:
         loop = asyncio.get_running_loop()
@@ -168,7 +192,7 @@ class Storage:
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=256, keepalive_timeout=30),
                 timeout=aiohttp.ClientTimeout(
-                    total=None, connect=self._read_timeout, sock_read=self._read_timeout
+                    total=None, connect=self._connect_timeout, sock_read=self._read_timeout
                 ),
                 auto_decompress=False,
             )

@@ -182,8 +182,12 @@ async def test_jobs_rescheduled_in_bulk_are_the_jobs_arq_queues(res: Resources) 
     try:
         assert await scheduling.enqueue_many(res.arq, [held, fresh]) == 1  # held is skipped
         queue = res.settings.arq_queue_name
-        theirs = await ArqJob(held.job_id, res.arq, _queue_name=queue).info()
-        ours = await ArqJob(fresh.job_id, res.arq, _queue_name=queue).info()
+        theirs = await ArqJob(
+            held.job_id, res.arq, _queue_name=queue, _deserializer=scheduling.deserialize
+        ).info()
+        ours = await ArqJob(
+            fresh.job_id, res.arq, _queue_name=queue, _deserializer=scheduling.deserialize
+        ).info()
         assert theirs is not None and ours is not None
         assert (ours.function, ours.args, ours.kwargs, ours.score) == (
             theirs.function,

@@ -1,52 +1,12 @@
-"""Which dependency a failure came from, so that the worker's loops say what they wait for.
-
-A refused connection is an `OSError` whichever server refused it; the exception's type
-answers for the clients that wrap their errors (redis-py, asyncpg's protocol errors,
-minio), and the innermost frame of a client library answers for the rest.
-"""
+"""The worker's loops say what they wait for: the dependency that failed, or our own bug."""
 
 from __future__ import annotations
 
-from types import TracebackType
-from typing import Literal
-
-import asyncpg
 import structlog
-import urllib3.exceptions
-from minio.error import MinioException
-from redis.exceptions import RedisError
 
-Dependency = Literal["postgres", "redis", "s3"]
+from shared.dependencies import failed_dependency
 
-_POSTGRES_DOWN = (
-    asyncpg.PostgresConnectionError,  # lost connection, cannot connect now, ...
-    asyncpg.InterfaceError,  # the connection is closed or in a bad state
-    asyncpg.TooManyConnectionsError,
-    asyncpg.AdminShutdownError,
-    asyncpg.CannotConnectNowError,
-)
-_BY_PACKAGE: dict[str, Dependency] = {
-    "asyncpg": "postgres",
-    "redis": "redis",
-    "minio": "s3",
-    "urllib3": "s3",  # minio's HTTP client
-    "aiohttp": "s3",  # object reads
-}
-
-
-def failed_dependency(exc: BaseException) -> Dependency | None:
-    """The dependency that failed, or None for a failure of our own (a bug: log it all)."""
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        found = _by_type(current)
-        if found is None and isinstance(current, OSError):  # incl. TimeoutError
-            found = _by_frame(current.__traceback__)
-        if found is not None:
-            return found
-        current = current.__cause__ or current.__context__
-    return None
+__all__ = ["failed_dependency", "log_failure"]
 
 
 def log_failure(log: structlog.typing.FilteringBoundLogger, loop: str, exc: Exception) -> None:
@@ -57,23 +17,3 @@ def log_failure(log: structlog.typing.FilteringBoundLogger, loop: str, exc: Exce
         log.error(f"{loop} failed; will retry", exc_info=exc)
     else:
         log.warning(f"{loop} waiting", dependency=dependency, error=str(exc))
-
-
-def _by_type(exc: BaseException) -> Dependency | None:
-    if isinstance(exc, RedisError):
-        return "redis"
-    if isinstance(exc, _POSTGRES_DOWN):
-        return "postgres"
-    if isinstance(exc, MinioException | urllib3.exceptions.HTTPError):
-        return "s3"
-    return None
-
-
-def _by_frame(tb: TracebackType | None) -> Dependency | None:
-    """The client library closest to where the error was raised."""
-    found: Dependency | None = None
-    while tb is not None:
-        module = str(tb.tb_frame.f_globals.get("__name__", ""))
-        found = _BY_PACKAGE.get(module.partition(".")[0], found)
-        tb = tb.tb_next
-    return found

@@ -14,12 +14,13 @@ import contextlib
 from typing import Any
 
 import structlog
-from arq.connections import RedisSettings
+from arq.connections import ArqRedis
 from arq.worker import Worker, func
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from shared import scheduling
+from shared.redis_client import create_redis
 from shared.resources import open_resources
 from shared.settings import Settings
 from worker import events, jobs, link_stats_fold, ops, reconcile, samples
@@ -40,10 +41,14 @@ HEALTH_CHECK_INTERVAL_SECONDS = 30
 REDIS_RETRY_SECONDS = 1.0
 
 
-def redis_settings(settings: Settings) -> RedisSettings:
+def job_queue(settings: Settings) -> ArqRedis:
+    """arq's own connection, opened like every other Redis client (`create_redis`: the URL's
+    user, password, TLS and database, bounded waits), reading and writing JSON payloads."""
     if not settings.redis_url:
         raise RuntimeError("REDIS_URL is not set: the worker's job queue lives in Redis")
-    return RedisSettings.from_dsn(settings.redis_url)
+    return scheduling.queue(
+        create_redis(settings, timeout=settings.redis_timeout), settings.arq_queue_name
+    )
 
 
 class HeartbeatWorker(Worker):
@@ -117,7 +122,9 @@ def build_worker(settings: Settings) -> Worker:
                 max_tries=MAX_TRIES,
             ),
         ],
-        redis_settings=redis_settings(settings),
+        redis_pool=job_queue(settings),
+        job_serializer=scheduling.serialize,
+        job_deserializer=scheduling.deserialize,
         queue_name=settings.arq_queue_name,
         on_startup=on_startup,
         on_shutdown=on_shutdown,
