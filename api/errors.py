@@ -29,6 +29,7 @@ PHRASES = {
     "PERMISSION_DENIED": "The caller does not have permission to execute the specified operation",
     "RESOURCE_EXHAUSTED": "Some resource has been exhausted",
     "UNAVAILABLE": "The service is currently unavailable",
+    "DEADLINE_EXCEEDED": "Deadline expired before operation could complete",
     "UNIMPLEMENTED": "The operation is not implemented or is not supported/enabled in this service",
     "INTERNAL": "Internal errors",
 }
@@ -59,8 +60,12 @@ def error_response(
 
 def rest_response(exc: Exception) -> web.Response:
     err = as_domain_error(exc)
-    headers = {"WWW-Authenticate": "Bearer"} if err.http_status == 401 else None
-    return error_response(err.http_status, err.grpc_code, err.message, headers)
+    headers: dict[str, str] = {}
+    if err.http_status == 401:
+        headers["WWW-Authenticate"] = "Bearer"
+    if err.retry_after is not None:  # 429 for a limit, 503 for a dependency: when to retry
+        headers["Retry-After"] = str(err.retry_after)
+    return error_response(err.http_status, err.grpc_code, err.message, headers or None)
 
 
 def grpc_status(exc: Exception) -> tuple[grpc.StatusCode, str]:
