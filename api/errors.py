@@ -9,6 +9,7 @@ gRPC code (`shared/errors.py`) give the answer: REST's body is upstream's shape
 
 from __future__ import annotations
 
+import asyncpg
 import grpc
 import structlog
 from aiohttp import web
@@ -45,6 +46,9 @@ def as_domain_error(exc: Exception) -> errors.FilecdnError:
     if isinstance(exc, RedisError):
         log.error("redis unavailable", error=str(exc))
         return errors.Unavailable(UNAVAILABLE_MESSAGE)
+    if isinstance(exc, asyncpg.QueryCanceledError):  # DB_STATEMENT_TIMEOUT
+        log.warning("statement timed out", error=str(exc))
+        return errors.Unavailable("the database took too long to answer; retry later")
     log.error("unhandled error", exc_info=exc)
     return errors.Internal(INTERNAL_MESSAGE)
 

@@ -5,11 +5,13 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from importlib import resources as importlib_resources
+from typing import cast
 
 import asyncpg
 import structlog
 from asyncpg.pool import PoolConnectionProxy
 
+from shared.errors import Unavailable
 from shared.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -24,18 +26,51 @@ Connection = asyncpg.Connection | PoolConnectionProxy
 Row = asyncpg.Record
 
 
+class BoundedPool(asyncpg.Pool):
+    """asyncpg's pool, but nobody waits for a connection longer than `acquire_timeout`:
+    past it the request is refused (503 with Retry-After) instead of stalling every
+    caller behind a pool held by slow queries. Every way of getting a connection (the
+    pool's own fetch/execute, `acquire()` awaited or in `async with`) goes through
+    `_acquire`, asyncpg's one funnel."""
+
+    acquire_timeout: float = 5.0
+
+    async def _acquire(self, timeout: float | None) -> PoolConnectionProxy:  # noqa: ASYNC109
+        wait = self.acquire_timeout if timeout is None else timeout
+        try:
+            got = await super()._acquire(wait)  # type: ignore[misc]  # asyncpg-private
+            return cast(PoolConnectionProxy, got)
+        except TimeoutError:
+            raise Unavailable(
+                f"no database connection was free within {wait:g} s; retry later"
+            ) from None
+
+
+def is_statement_timeout(exc: BaseException) -> bool:
+    """PostgreSQL cancelled the statement at `statement_timeout` (DB_STATEMENT_TIMEOUT)."""
+    return isinstance(exc, asyncpg.QueryCanceledError)
+
+
 async def create_pool(settings: Settings) -> asyncpg.Pool:
     if not settings.database_url:
         raise RuntimeError("DATABASE_URL is not set")
-    pool = await asyncpg.create_pool(
+    pool = BoundedPool(
         settings.database_url,
         min_size=settings.db_pool_min,
         max_size=settings.db_pool_max,
-        # Statements are short; a stuck one should fail rather than hold a connection.
-        command_timeout=30,
+        max_queries=50_000,
+        max_inactive_connection_lifetime=300.0,
+        loop=None,
+        connection_class=asyncpg.Connection,
+        record_class=asyncpg.Record,
+        # The server cancels a statement past DB_STATEMENT_TIMEOUT (and frees the
+        # connection's backend); the client's own timeout is only a backstop for a
+        # server that does not answer at all.
+        server_settings={"statement_timeout": str(int(settings.db_statement_timeout * 1000))},
+        command_timeout=max(30.0, settings.db_statement_timeout + 5),
     )
-    if pool is None:  # asyncpg returns None only when initialisation is deferred
-        raise RuntimeError("asyncpg returned no pool")
+    pool.acquire_timeout = settings.db_acquire_timeout
+    await pool
     return pool
 
 

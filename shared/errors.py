@@ -62,9 +62,7 @@ class QuotaExceeded(FilecdnError, http_status=429, grpc_code="RESOURCE_EXHAUSTED
     """A per-team limit is reached (active public URLs)."""
 
 
-class TooManyRequests(
-    FilecdnError, http_status=429, grpc_code="RESOURCE_EXHAUSTED", retry_after=1
-):
+class TooManyRequests(FilecdnError, http_status=429, grpc_code="RESOURCE_EXHAUSTED", retry_after=1):
     """A per-team or per-process limit on work in progress is reached (concurrent uploads):
     the same request succeeds once one of those finishes."""
 

@@ -24,6 +24,7 @@ from shared.redis_client import (
 from shared.settings import Settings
 from shared.storage import Storage
 from shared.token_cache import TokenCache
+from shared.upload_limits import UploadLimits
 
 
 @dataclass
@@ -34,12 +35,20 @@ class Resources:
     tokens: TokenCache  # the only writer of token-cache entries
     _db: asyncpg.Pool | None = None
     _arq: ArqRedis | None = None
+    _uploads: UploadLimits | None = None
 
     @property
     def db(self) -> asyncpg.Pool:
         if self._db is None:
             raise RuntimeError("this process was opened without PostgreSQL")
         return self._db
+
+    @property
+    def uploads(self) -> UploadLimits:
+        """This process's limits on uploads in progress (created on first use)."""
+        if self._uploads is None:
+            self._uploads = UploadLimits.from_settings(self.settings)
+        return self._uploads
 
     @property
     def arq(self) -> ArqRedis:
