@@ -17,15 +17,12 @@ import json
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import grpc
 import pytest
 from xai_sdk.proto import files_pb2_grpc
 
-from cli.embedded import free_port, tcp_open, wait_until
-from cli.stack import filecdn_argv
 from shared.errors import Unavailable
 from shared.resources import Resources
 from shared.storage import PART_SIZE
@@ -33,10 +30,12 @@ from shared.upload_limits import UploadMemory
 from tests.conftest import Stack, TeamKey, new_team, team_client
 from tests.helpers import (
     PNG,
+    OwnApi,
     auth,
     data,
     init,
     leftovers,
+    own_api,
     pending_multipart_uploads,
     png,
     snapshot,
@@ -48,33 +47,6 @@ from tests.helpers import (
 KiB = 1024
 MiB = 1024 * KiB
 BOUNDARY = "limitsboundary"
-
-
-@dataclass
-class OwnApi:
-    name: str
-    url: str
-    port: int
-    grpc_target: str
-
-
-@contextlib.contextmanager
-def own_api(stack: Stack, name: str, **env: str) -> Iterator[OwnApi]:
-    """`filecdn api` with the suite's servers and these settings, on ports of its own."""
-    port, grpc_port = free_port(), free_port()
-    full_env = {
-        **stack.env,
-        "API_PORT": str(port),
-        "GRPC_PORT": str(grpc_port),
-        "OPS_PORT": str(free_port()),
-        **env,
-    }
-    stack.sup.start(name, filecdn_argv("api"), env=full_env)
-    try:
-        wait_until(lambda: tcp_open("127.0.0.1", port), 60, name)
-        yield OwnApi(name, f"http://127.0.0.1:{port}", port, f"localhost:{grpc_port}")
-    finally:
-        stack.sup.stop(name)
 
 
 class RawUpload:
