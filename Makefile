@@ -11,7 +11,7 @@ TOOLS_STAMP := $(TOOLS)/.installed
 PYPI := PIP_CONFIG_FILE=/dev/null PIP_FIND_LINKS=
 UV_COMPILE := $(TOOLS)/bin/uv pip compile --quiet --universal --python-version 3.11 --generate-hashes --custom-compile-command 'make lock'
 
-.PHONY: run test lint fmt lock check-deploy bench bench-upload bench-list bench-edge bench-tokens clean
+.PHONY: run test lint fmt lock check-deploy bench bench-upload bench-stalled bench-list bench-edge bench-tokens clean
 
 $(STAMP): pyproject.toml requirements/dev.lock
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -47,10 +47,13 @@ lock: $(TOOLS_STAMP)
 check-deploy: $(STAMP) $(TOOLS_STAMP)
 	bash deploy/check.sh
 
-bench: bench-upload bench-list bench-edge bench-tokens
+bench: bench-upload bench-stalled bench-list bench-edge bench-tokens
 
 bench-upload: $(STAMP)
 	$(BIN)/python bench/upload.py
+
+bench-stalled: $(STAMP)
+	$(BIN)/python bench/stalled_uploads.py
 
 bench-list: $(STAMP)
 	$(BIN)/python bench/list.py
