@@ -76,6 +76,7 @@ class ObjectWriter:
         self._upload_id: str | None = None
         self._parts: list[Part] = []
         self._inflight: collections.deque[asyncio.Future[None]] = collections.deque()
+        self._whole: asyncio.Future[str] | None = None  # the one PUT of a small object
         self._closed = False
 
     async def write(self, data: bytes) -> None:
@@ -197,10 +198,11 @@ class ObjectWriter:
             raise RuntimeError("finish after finish or abort")
         if self._upload_id is None and not self._inflight:  # small object: one PUT
             chunks, size, reserved = self._take_buffer()
+            self._whole = self._storage.run_in_thread(
+                self._put_whole, chunks, size, *self._hash_turn()
+            )
             try:
-                etag = await asyncio.shield(
-                    self._storage.run_in_thread(self._put_whole, chunks, size, *self._hash_turn())
-                )
+                etag = await asyncio.shield(self._whole)
             finally:
                 self._give_back(reserved)
         else:
@@ -233,6 +235,10 @@ class ObjectWriter:
         while self._inflight:
             with contextlib.suppress(Exception):
                 await self._settle_oldest()
+        if self._whole is not None:  # a one-PUT object whose finish was cancelled
+            with contextlib.suppress(Exception):
+                await self._whole
+            await self._storage.delete(self.key)
         if self._upload_id is not None:
             await self._storage.run_in_thread(
                 self._client._abort_multipart_upload,
