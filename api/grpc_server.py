@@ -198,6 +198,8 @@ class FilesService(files_pb2_grpc.FilesServicer):  # type: ignore[misc]  # xai_s
 
     @unary
     async def UploadFile(self, request_iterator: AsyncIterable[Any], context: Any) -> Any:
+        # The key first: no message of the stream is read before it is valid (grpc itself
+        # holds at most a flow-control window of it, each message under the size limit).
         caller = await self._caller(context)
         # grpc.aio ends the request stream (as if complete) and then cancels this task when
         # the client cancels. A cancelled S3 call can leave a multipart upload open, so the
