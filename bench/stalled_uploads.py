@@ -130,12 +130,12 @@ async def other_requests(
     return latencies, errors
 
 
-async def make_keys(dsn: str, n: int) -> list[str]:
+async def make_keys(dsn: str, prefix: str, n: int) -> list[str]:
     pool = await db.create_pool(Settings(database_url=dsn, db_pool_min=1, db_pool_max=2))
     try:
         keys = []
         for i in range(n):
-            name = f"bench-stall-{os.getpid()}-{i}"
+            name = f"{prefix}-{os.getpid()}-{i}"
             await teams.create_team(pool, name)
             keys.append(await teams.create_key(pool, name))
         return keys
@@ -162,8 +162,8 @@ async def run(
 ) -> None:
     per_team = settings.uploads_per_team
     n_teams = -(-args.clients // per_team)
-    stall_keys = await make_keys(settings.database_url or "", n_teams)
-    [reader_key] = await make_keys(settings.database_url or "", 1)
+    stall_keys = await make_keys(settings.database_url or "", "bench-stall", n_teams)
+    [reader_key] = await make_keys(settings.database_url or "", "bench-reader", 1)
     headers = {"Authorization": f"Bearer {reader_key}"}
     async with aiohttp.ClientSession(base_url=api, headers=headers) as s:
         form = aiohttp.FormData()
