@@ -11,7 +11,7 @@ TOOLS_STAMP := $(TOOLS)/.installed
 PYPI := PIP_CONFIG_FILE=/dev/null PIP_FIND_LINKS=
 UV_COMPILE := $(TOOLS)/bin/uv pip compile --quiet --universal --python-version 3.11 --generate-hashes --custom-compile-command 'make lock'
 
-.PHONY: run test chaos lint fmt lock check-deploy rehearsal bench bench-upload bench-list bench-edge bench-tokens bench-outages scan-logs clean
+.PHONY: run test chaos lint fmt lock check-deploy rehearsal bench bench-upload bench-stalled bench-list bench-edge bench-tokens bench-outages scan-logs clean
 
 $(STAMP): pyproject.toml requirements/dev.lock
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -55,10 +55,13 @@ check-deploy: $(STAMP) $(TOOLS_STAMP)
 rehearsal: $(STAMP)
 	$(BIN)/python bench/rehearsal.py $(REHEARSAL_ARGS)
 
-bench: bench-upload bench-list bench-edge bench-tokens bench-outages
+bench: bench-upload bench-stalled bench-list bench-edge bench-tokens bench-outages
 
 bench-upload: $(STAMP)
 	$(BIN)/python bench/upload.py
+
+bench-stalled: $(STAMP)
+	$(BIN)/python bench/stalled_uploads.py
 
 bench-list: $(STAMP)
 	$(BIN)/python bench/list.py

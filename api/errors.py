@@ -11,6 +11,7 @@ a REST 503 also says when to retry (`Retry-After`).
 
 from __future__ import annotations
 
+import asyncpg
 import grpc
 import structlog
 from aiohttp import web
@@ -31,15 +32,13 @@ PHRASES = {
     "PERMISSION_DENIED": "The caller does not have permission to execute the specified operation",
     "RESOURCE_EXHAUSTED": "Some resource has been exhausted",
     "UNAVAILABLE": "The service is currently unavailable",
+    "DEADLINE_EXCEEDED": "Deadline expired before operation could complete",
     "UNIMPLEMENTED": "The operation is not implemented or is not supported/enabled in this service",
     "INTERNAL": "Internal errors",
 }
 
 UNAVAILABLE_MESSAGE = "a dependency is unavailable; retry later"
 INTERNAL_MESSAGE = "internal error"
-# Seconds a REST client is told to wait after a 503 (gRPC clients retry UNAVAILABLE by
-# themselves): outages are either short or long, and a second costs little either way.
-RETRY_AFTER_SECONDS = 1
 
 
 def as_domain_error(exc: Exception) -> errors.FilecdnError:
@@ -55,6 +54,9 @@ def as_domain_error(exc: Exception) -> errors.FilecdnError:
             error=f"{type(exc).__name__}: {exc}"[:300],
         )
         return errors.Unavailable(UNAVAILABLE_MESSAGE)
+    if isinstance(exc, asyncpg.QueryCanceledError):  # DB_STATEMENT_TIMEOUT
+        log.warning("statement timed out", error=str(exc))
+        return errors.Unavailable("the database took too long to answer; retry later")
     log.error("unhandled error", exc_info=exc)
     return errors.Internal(INTERNAL_MESSAGE)
 
@@ -70,12 +72,12 @@ def error_response(
 
 def rest_response(exc: Exception) -> web.Response:
     err = as_domain_error(exc)
-    headers = None
+    headers: dict[str, str] = {}
     if err.http_status == 401:
-        headers = {"WWW-Authenticate": "Bearer"}
-    elif err.http_status == 503:
-        headers = {"Retry-After": str(RETRY_AFTER_SECONDS)}
-    return error_response(err.http_status, err.grpc_code, err.message, headers)
+        headers["WWW-Authenticate"] = "Bearer"
+    if err.retry_after is not None:  # 429 for a limit, 503 for a dependency: when to retry
+        headers["Retry-After"] = str(err.retry_after)
+    return error_response(err.http_status, err.grpc_code, err.message, headers or None)
 
 
 def grpc_status(exc: Exception) -> tuple[grpc.StatusCode, str]:

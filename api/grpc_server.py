@@ -18,6 +18,7 @@ import structlog
 from xai_sdk.proto import files_pb2, files_pb2_grpc
 
 from api.auth import authenticate
+from api.body_clock import BodyClock
 from api.errors import grpc_status
 from api.request_metrics import RequestCounter
 from shared import files, pagination, public_urls, rules
@@ -29,9 +30,8 @@ from shared.settings import Settings
 log = structlog.get_logger("api.grpc")
 
 MiB = 1024 * 1024
-# The SDK allows 20 MiB messages both ways (its upload chunks are 3 MiB); match it.
-MAX_MESSAGE_BYTES = 20 * MiB
-# RetrieveFileContent chunk size: the proto allows up to 5 MB, the SDK uploads 3 MiB.
+# RetrieveFileContent chunk size: the proto allows up to 5 MB, the SDK uploads 3 MiB. The
+# message limits are GRPC_MAX_MESSAGE_BYTES (settings): above this, with room to spare.
 CONTENT_CHUNK = 3 * MiB
 _S3_READ = 256 * 1024
 
@@ -198,6 +198,8 @@ class FilesService(files_pb2_grpc.FilesServicer):  # type: ignore[misc]  # xai_s
 
     @unary
     async def UploadFile(self, request_iterator: AsyncIterable[Any], context: Any) -> Any:
+        # The key first: no message of the stream is read before it is valid (grpc itself
+        # holds at most a flow-control window of it, each message under the size limit).
         caller = await self._caller(context)
         # grpc.aio ends the request stream (as if complete) and then cancels this task when
         # the client cancels. A cancelled S3 call can leave a multipart upload open, so the
@@ -233,8 +235,14 @@ class FilesService(files_pb2_grpc.FilesServicer):  # type: ignore[misc]  # xai_s
         """One init, then data: streamed to S3; committed only if the client is still there."""
         upload: files.Upload | None = None
         expires_after: int | None = None
+        clock = BodyClock(self.res.settings)
+        messages = aiter(chunks)
         try:
-            async for chunk in chunks:
+            while True:
+                try:
+                    chunk = await clock.read(anext(messages))
+                except StopAsyncIteration:
+                    break
                 kind = chunk.WhichOneof("chunk")
                 if kind == "init":
                     if upload is not None:
@@ -334,9 +342,12 @@ async def start(
     """Serve `xai_api.Files` on GRPC_PORT, in the caller's event loop."""
     server = grpc.aio.server(
         options=[
-            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-        ]
+            ("grpc.max_receive_message_length", settings.grpc_max_message_bytes),
+            ("grpc.max_send_message_length", settings.grpc_max_message_bytes),
+        ],
+        # Past this many RPCs in progress, grpc refuses new ones with RESOURCE_EXHAUSTED
+        # before any handler runs (each may hold a message of up to the limit above).
+        maximum_concurrent_rpcs=settings.grpc_max_concurrent_rpcs,
     )
     files_pb2_grpc.add_FilesServicer_to_server(FilesService(res, requests), server)
     address = f"{settings.api_host}:{settings.grpc_port}"

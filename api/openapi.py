@@ -51,6 +51,7 @@ _ERROR_RESPONSES = {
     400: ("BadRequest", "Bad input (INVALID_ARGUMENT or FAILED_PRECONDITION); nothing changed."),
     401: ("Unauthorized", "Missing, unknown or revoked API key."),
     404: ("NotFound", "No such file for this team (unknown, another team's, deleted, expired)."),
+    408: ("RequestTimeout", "The body arrived too slowly (upload timeouts); nothing is stored."),
     413: ("PayloadTooLarge", "The body is over the size limit; nothing is stored."),
     416: ("RangeNotSatisfiable", "The Range asks only for bytes the file does not have."),
     429: ("TooManyRequests", "A limit is reached (active public URLs, concurrent uploads)."),
@@ -427,7 +428,7 @@ def _paths(settings: Settings) -> dict[str, Schema]:
                         links=_links("$response.body#/id", "getPublicUrl"),
                     )
                 },
-                (400, 401, 413, 429, 503),
+                (400, 401, 408, 413, 429, 503),
                 description=f"`expires_after` ({settings.expires_after_min}.."
                 f"{settings.expires_after_max} seconds) is either a plain integer field or "
                 "OpenAI's `expires_after[anchor]=created_at` with `expires_after[seconds]`, "
@@ -599,7 +600,7 @@ def document(settings: Settings) -> Schema:
             "version": "1",
             "summary": "xAI-compatible Files API with revocable, expiring public URLs.",
             "description": 'Errors are JSON `{"code": <gRPC status phrase>, "error": '
-            "<message>}` with 400, 401, 404, 405, 413, 416, 429 or 503. Another team's file "
+            "<message>}` with 400, 401, 404, 405, 408, 413, 416, 429 or 503. Another team's file "
             "answers exactly like an unknown one.",
         },
         "security": [{"bearer": []}],

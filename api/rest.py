@@ -11,6 +11,7 @@ from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import BadHttpMessage, PayloadEncodingError
 
 from api import context, serialize, upload_form
+from api.body_clock import BodyClock
 from api.errors import error_response
 from cdn_edge import ranges
 from shared import audit, files, ids, pagination, public_urls, rules
@@ -34,10 +35,10 @@ async def _parsed(step: Awaitable[T]) -> T:
         raise InvalidArgument("malformed multipart body") from None
 
 
-async def _read_field(part: BodyPartReader) -> str:
+async def _read_field(part: BodyPartReader, clock: BodyClock) -> str:
     name = part.name or ""
     data = bytearray()
-    while chunk := await _parsed(part.read_chunk(1024)):
+    while chunk := await clock.read(_parsed(part.read_chunk(1024))):
         data += chunk
         if len(data) > upload_form.FIELD_LIMIT:
             break  # decode_field refuses it; read no further
@@ -49,10 +50,11 @@ async def upload_file(request: web.Request) -> web.Response:
     if request.content_type != "multipart/form-data":
         raise InvalidArgument("upload with Content-Type: multipart/form-data and a 'file' part")
     reader = await _parsed(request.multipart())
+    clock = BodyClock(res.settings)
     form = upload_form.UploadForm(res.settings.limits)
     upload: files.Upload | None = None
     try:
-        while (part := await _parsed(reader.next())) is not None:
+        while (part := await clock.read(_parsed(reader.next()))) is not None:
             if not isinstance(part, BodyPartReader):
                 raise InvalidArgument("nested multipart bodies are not supported")
             if part.name == upload_form.FILE_FIELD:
@@ -63,13 +65,14 @@ async def upload_file(request: web.Request) -> web.Response:
                     part.filename or "file",
                     part.headers.get("Content-Type"),
                 )
-                while chunk := await _parsed(part.read_chunk(_READ_CHUNK)):
+                while chunk := await clock.read(_parsed(part.read_chunk(_READ_CHUNK))):
                     await upload.write(chunk)
                 await upload.finish_bytes()
             elif form.wants(part.name):
-                form.add_field(part.name or "", await _read_field(part))
-            else:
-                await part.release()
+                form.add_field(part.name or "", await _read_field(part, clock))
+            else:  # read and dropped, a chunk at a time, under the same deadlines
+                while await clock.read(_parsed(part.read_chunk(_READ_CHUNK))):
+                    pass
         expires_after = form.expires_after()
         if upload is None:  # expires_after() has refused a form without a file part
             raise InvalidArgument("missing the 'file' part")

@@ -23,8 +23,15 @@ from shared.settings import Settings
 log = structlog.get_logger(__name__)
 
 
-async def _listen(app: web.Application, host: str, port: int) -> web.AppRunner:
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+async def _listen(
+    app: web.Application, host: str, port: int, keepalive_timeout: float
+) -> web.AppRunner:
+    # aiohttp keeps an idle connection ~1 h by default. Its keep-alive timer also runs from
+    # the moment a connection opens until its request's headers are in, so the same
+    # setting bounds a client that sends its headers slowly (or never).
+    runner = web.AppRunner(
+        app, access_log=None, handle_signals=False, keepalive_timeout=keepalive_timeout
+    )
     await runner.setup()
     try:
         await web.TCPSite(runner, host, port, reuse_address=True).start()
@@ -37,14 +44,19 @@ async def _listen(app: web.Application, host: str, port: int) -> web.AppRunner:
 async def serve(settings: Settings) -> None:
     if settings.pagination_secret is None:
         log.warning("PAGINATION_SECRET is unset: list cursors only work on this replica")
-    async with open_resources(settings, db_timeout=settings.db_timeout) as res:
+    async with open_resources(
+        settings, db_timeout=settings.db_timeout, statement_timeout=settings.db_statement_timeout
+    ) as res:
         await db.check_schema(res.db)  # SchemaOutdated: `filecdn api` exits with its message
         await res.storage.ensure_bucket()
         tally = Tally(res.redis, settings.metrics_retention_seconds)
         requests = RequestCounter(tally)
         flusher = asyncio.get_running_loop().create_task(tally.run())
-        ops = await _listen(build_ops_app(res), settings.ops_host, settings.ops_port)
-        rest = await _listen(build_app(res, requests), settings.api_host, settings.api_port)
+        keepalive = settings.api_keepalive_timeout
+        ops = await _listen(build_ops_app(res), settings.ops_host, settings.ops_port, keepalive)
+        rest = await _listen(
+            build_app(res, requests), settings.api_host, settings.api_port, keepalive
+        )
         grpc_api: grpc.aio.Server = await grpc_server.start(res, settings, requests)
         log.info(
             "api listening",

@@ -5,11 +5,13 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from importlib import resources as importlib_resources
+from typing import cast
 
 import asyncpg
 import structlog
 from asyncpg.pool import PoolConnectionProxy
 
+from shared.errors import Unavailable
 from shared.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -28,24 +30,61 @@ Row = asyncpg.Record
 BACKGROUND_TIMEOUT = 30.0
 
 
+class BoundedPool(asyncpg.Pool):
+    """asyncpg's pool, but nobody waits for a connection longer than `acquire_timeout`:
+    past it the request is refused (503 with Retry-After) instead of stalling every
+    caller behind a pool held by slow queries. Every way of getting a connection (the
+    pool's own fetch/execute, `acquire()` awaited or in `async with`) goes through
+    `_acquire`, asyncpg's one funnel."""
+
+    acquire_timeout: float = 5.0
+
+    async def _acquire(self, timeout: float | None) -> PoolConnectionProxy:  # noqa: ASYNC109
+        wait = self.acquire_timeout if timeout is None else timeout
+        try:
+            got = await super()._acquire(wait)  # type: ignore[misc]  # asyncpg-private
+            return cast(PoolConnectionProxy, got)
+        except TimeoutError:
+            raise Unavailable(
+                f"no database connection was free within {wait:g} s; retry later"
+            ) from None
+
+
+def is_statement_timeout(exc: BaseException) -> bool:
+    """PostgreSQL cancelled the statement at `statement_timeout` (DB_STATEMENT_TIMEOUT)."""
+    return isinstance(exc, asyncpg.QueryCanceledError)
+
+
 async def create_pool(
-    settings: Settings, *, command_timeout: float = BACKGROUND_TIMEOUT
+    settings: Settings,
+    *,
+    command_timeout: float = BACKGROUND_TIMEOUT,
+    statement_timeout: float | None = None,
 ) -> asyncpg.Pool:
-    """The pool; `command_timeout`: seconds a statement may take (the API passes
-    DB_TIMEOUT: a request fails rather than waiting on a hung server)."""
+    """The pool. `command_timeout`: seconds the client waits for a statement's answer (the
+    API passes DB_TIMEOUT: a hung server fails a request). `statement_timeout`: the server
+    cancels a statement running longer and frees its backend (the API passes
+    DB_STATEMENT_TIMEOUT, below DB_TIMEOUT, so a slow query is the server's 503 before the
+    client gives up on the server); background pools set none."""
     if not settings.database_url:
         raise RuntimeError("DATABASE_URL is not set")
-    pool = await asyncpg.create_pool(
+    pool = BoundedPool(
         settings.database_url,
         min_size=settings.db_pool_min,
         max_size=settings.db_pool_max,
-        # A stuck statement (or a hung server) fails rather than holding a connection and
-        # its caller: 503 in the API.
+        max_queries=50_000,
+        max_inactive_connection_lifetime=300.0,
+        loop=None,
+        connection_class=asyncpg.Connection,
+        record_class=asyncpg.Record,
+        server_settings=(
+            {"statement_timeout": str(int(statement_timeout * 1000))} if statement_timeout else {}
+        ),
         command_timeout=command_timeout,
         timeout=settings.db_connect_timeout,  # connecting
     )
-    if pool is None:  # asyncpg returns None only when initialisation is deferred
-        raise RuntimeError("asyncpg returned no pool")
+    pool.acquire_timeout = settings.db_acquire_timeout
+    await pool
     return pool
 
 

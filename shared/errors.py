@@ -19,15 +19,23 @@ class FilecdnError(Exception):
 
     http_status: ClassVar[int] = 500
     grpc_code: ClassVar[str] = "INTERNAL"
+    # Seconds a caller should wait before trying again (REST's Retry-After); None: no hint.
+    # A class states its default in its class line; one error may name its own.
+    default_retry_after: ClassVar[int | None] = None
 
-    def __init_subclass__(cls, *, http_status: int = 0, grpc_code: str = "") -> None:
+    def __init_subclass__(
+        cls, *, http_status: int = 0, grpc_code: str = "", retry_after: int | None = None
+    ) -> None:
         super().__init_subclass__()
         cls.http_status = http_status or cls.http_status
         cls.grpc_code = grpc_code or cls.grpc_code
+        if retry_after is not None:
+            cls.default_retry_after = retry_after
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, *, retry_after: int | None = None) -> None:
         super().__init__(message)
         self.message = message
+        self.retry_after = self.default_retry_after if retry_after is None else retry_after
 
 
 class InvalidArgument(FilecdnError, http_status=400, grpc_code="INVALID_ARGUMENT"):
@@ -54,11 +62,20 @@ class QuotaExceeded(FilecdnError, http_status=429, grpc_code="RESOURCE_EXHAUSTED
     """A per-team limit is reached (active public URLs)."""
 
 
+class TooManyRequests(FilecdnError, http_status=429, grpc_code="RESOURCE_EXHAUSTED", retry_after=1):
+    """A per-team or per-process limit on work in progress is reached (concurrent uploads):
+    the same request succeeds once one of those finishes."""
+
+
+class RequestTimeout(FilecdnError, http_status=408, grpc_code="DEADLINE_EXCEEDED"):
+    """The client sent its request too slowly (the upload's body timeouts); nothing is kept."""
+
+
 class PayloadTooLarge(FilecdnError, http_status=413, grpc_code="RESOURCE_EXHAUSTED"):
     """An upload exceeds the size limit."""
 
 
-class Unavailable(FilecdnError, http_status=503, grpc_code="UNAVAILABLE"):
+class Unavailable(FilecdnError, http_status=503, grpc_code="UNAVAILABLE", retry_after=1):
     """A dependency is down; retrying later may succeed (the xai-sdk retries by itself)."""
 
 

@@ -8,7 +8,6 @@ Changes run in a unit of work (`shared/unit_of_work.py`); the checks are `shared
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass
 from datetime import datetime
@@ -19,7 +18,7 @@ import structlog
 
 from shared import events, ids, pagination, public_urls, rules, scheduling, sniff
 from shared.actors import WORKER, Caller, Team
-from shared.errors import InvalidArgument, NotFound, PayloadTooLarge
+from shared.errors import InvalidArgument, NotFound, PayloadTooLarge, Unavailable
 from shared.filters import compile_filter
 from shared.pagination import ListQuery, SortBy
 from shared.resources import Resources
@@ -104,9 +103,14 @@ class Upload:
         self._caller = caller
         self.filename = rules.check_filename(filename)
         self._declared_type = declared_type
+        # Counted until it is committed or aborted; past the team's or the process's limit
+        # the upload is refused here, before a byte is stored (TooManyRequests).
+        res.uploads.slots.admit(caller.team.id)
+        self._counted = True
         self.file_id = ids.new_file_id()
-        self._writer: ObjectWriter = res.storage.writer(ids.object_key(self.file_id))
-        self._hash = hashlib.sha256()
+        self._writer: ObjectWriter = res.storage.writer(
+            ids.object_key(self.file_id), res.uploads.memory
+        )
         self._head = b""
         self.size = 0
         self._state: Literal["open", "stored", "committed", "aborted"] = "open"
@@ -124,8 +128,11 @@ class Upload:
             raise
         if len(self._head) < sniff.SNIFF_BYTES:
             self._head += data[: sniff.SNIFF_BYTES - len(self._head)]
-        self._hash.update(data)
-        await self._writer.write(data)
+        try:
+            await self._writer.write(data)
+        except BaseException:
+            await self.abort()  # no memory free in time, S3 failed, or cancelled
+            raise
 
     async def finish_bytes(self) -> None:
         """Complete the object (the body is over); metadata may still follow."""
@@ -158,7 +165,7 @@ class Upload:
                     self.size,
                     content_type,
                     sniffed,
-                    self._hash.digest(),
+                    self._writer.sha256(),
                     ids.object_key(self.file_id),
                     expires_after,
                 )
@@ -180,11 +187,18 @@ class Upload:
         except BaseException:
             if uow is not None and uow.committed:
                 self._state = "committed"  # the row exists: the object is its file now
+                self._uncount()
             else:
                 await self._discard()
             raise
         self._state = "committed"
+        self._uncount()
         return stored
+
+    def _uncount(self) -> None:
+        if self._counted:
+            self._counted = False
+            self._res.uploads.slots.release(self._caller.team.id)
 
     async def abort(self) -> None:
         """Drop the upload; safe at any point, a no-op once committed."""
@@ -218,14 +232,17 @@ class Upload:
         log.info("upload aborted", file_id=self.file_id, bytes=self.size, after="commit")
 
     async def _discard(self) -> None:
-        if self._state == "open":
-            self._state = "aborted"
-            await self._writer.abort()
-        elif self._state == "stored":
-            self._state = "aborted"
-            await self._res.storage.delete(self._writer.key)
-        else:
-            return
+        try:
+            if self._state == "open":
+                self._state = "aborted"
+                await self._writer.abort()
+            elif self._state == "stored":
+                self._state = "aborted"
+                await self._res.storage.delete(self._writer.key)
+            else:
+                return
+        finally:
+            self._uncount()
         log.info("upload aborted", file_id=self.file_id, bytes=self.size)
 
 
@@ -280,7 +297,14 @@ async def list_files(res: Resources, team: Team, q: ListQuery) -> Page:
     digest = q.digest()
     cursor = await _resolve_cursor(res, team, q, digest)
     sql, params = list_sql(team, q, limit, cursor)
-    found = [StoredFile.from_row(r) for r in await res.db.fetch(sql, *params)]
+    try:
+        rows = await res.db.fetch(sql, *params)
+    except asyncpg.QueryCanceledError:  # DB_STATEMENT_TIMEOUT: the server cancelled it
+        raise Unavailable(
+            f"listing took longer than {settings.db_statement_timeout:g} s and was cancelled;"
+            " retry later, or narrow the filter"
+        ) from None
+    found = [StoredFile.from_row(r) for r in rows]
     has_more = len(found) > limit
     found = found[:limit]
     token = None

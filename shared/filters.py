@@ -19,6 +19,10 @@ __all__ = ["compile_filter"]
 
 MAX_LENGTH = 4096
 MAX_DEPTH = 32
+# Comparisons in one filter: each is a predicate PostgreSQL evaluates on every candidate row,
+# and an OR of hundreds makes one list scan the team's whole table (the length limit alone
+# allows ~370). Real filters name a few fields.
+MAX_COMPARISONS = 64
 
 _OPERATORS = ("!=", ">=", "<=", "=", ">", "<", ":")  # two-character ones first
 _OPERATOR_LIST = "= != < <= > >= :"
@@ -163,6 +167,7 @@ class _Parser:
         self.text = text
         self.pos = 0
         self.depth = 0
+        self.comparisons = 0
 
     def parse(self) -> Node:
         node = self._expression()
@@ -229,6 +234,12 @@ class _Parser:
         self.pos += 1
 
     def _comparison(self) -> Comparison:
+        self.comparisons += 1
+        if self.comparisons > MAX_COMPARISONS:
+            raise _error_at(
+                self.pos,
+                f"more than {MAX_COMPARISONS} comparisons; split the query or narrow it",
+            )
         field = self._field()
         self._skip_space()
         op_position = self.pos

@@ -25,6 +25,7 @@ from shared.redis_client import (
 from shared.settings import Settings
 from shared.storage import Storage
 from shared.token_cache import TokenCache
+from shared.upload_limits import UploadLimits
 
 
 @dataclass
@@ -35,12 +36,20 @@ class Resources:
     tokens: TokenCache  # the only writer of token-cache entries
     _db: asyncpg.Pool | None = None
     _arq: ArqRedis | None = None
+    _uploads: UploadLimits | None = None
 
     @property
     def db(self) -> asyncpg.Pool:
         if self._db is None:
             raise RuntimeError("this process was opened without PostgreSQL")
         return self._db
+
+    @property
+    def uploads(self) -> UploadLimits:
+        """This process's limits on uploads in progress (created on first use)."""
+        if self._uploads is None:
+            self._uploads = UploadLimits.from_settings(self.settings)
+        return self._uploads
 
     @property
     def arq(self) -> ArqRedis:
@@ -51,10 +60,15 @@ class Resources:
 
 @contextlib.asynccontextmanager
 async def open_resources(
-    settings: Settings, *, postgres: bool = True, db_timeout: float = db.BACKGROUND_TIMEOUT
+    settings: Settings,
+    *,
+    postgres: bool = True,
+    db_timeout: float = db.BACKGROUND_TIMEOUT,
+    statement_timeout: float | None = None,
 ) -> AsyncIterator[Resources]:
     """Open every dependency a process needs; the edge passes postgres=False, the API
-    db_timeout=DB_TIMEOUT (a request's statements are short)."""
+    db_timeout=DB_TIMEOUT and statement_timeout=DB_STATEMENT_TIMEOUT (a request's
+    statements are short)."""
     redis = create_redis(settings, timeout=settings.redis_timeout)
     own_token_redis = has_own_token_redis(settings)
     tokens = token_cache(
@@ -62,7 +76,13 @@ async def open_resources(
         create_token_redis(settings, timeout=settings.redis_timeout) if own_token_redis else redis,
     )
     storage = Storage(settings)
-    pool = await db.create_pool(settings, command_timeout=db_timeout) if postgres else None
+    pool = (
+        await db.create_pool(
+            settings, command_timeout=db_timeout, statement_timeout=statement_timeout
+        )
+        if postgres
+        else None
+    )
     # The job queue shares Redis's connection pool instead of opening its own.
     arq = scheduling.queue(redis, settings.arq_queue_name)
     try:

@@ -72,6 +72,33 @@ class Settings(BaseSettings):
     public_url_quota: int = Field(default=1000, ge=0)
     list_limit_max: int = DEFAULT_PAGE_SIZE
 
+    # Bounded cost per request (README "Bounded cost per request"). Uploads in progress at
+    # once, per team and per API process: past either, 429 with Retry-After.
+    uploads_per_team: int = Field(default=16, ge=1)
+    uploads_per_process: int = Field(default=256, ge=1)
+    # Bytes every upload of the process may hold in memory together (buffered parts and
+    # parts on their way to S3). Buffers grow as bytes arrive; a writer that cannot get
+    # memory waits (its socket is not read) up to upload_memory_wait seconds, then 503.
+    upload_memory_budget_bytes: int = Field(default=256 * MiB, ge=16 * MiB)
+    upload_memory_wait: float = Field(default=10.0, gt=0)
+    # A request body (REST multipart, gRPC upload stream) that sends nothing for
+    # upload_idle_timeout seconds, or is not complete after upload_body_timeout: 408 /
+    # DEADLINE_EXCEEDED, and nothing is kept.
+    upload_idle_timeout: float = Field(default=30.0, gt=0)
+    upload_body_timeout: float = Field(default=600.0, gt=0)
+    # An idle keep-alive connection is closed after this; so is one whose request line and
+    # headers have not all arrived within it (aiohttp's keep-alive timer covers both).
+    api_keepalive_timeout: float = Field(default=15.0, gt=0)
+    # gRPC: RPCs served at once (more are refused RESOURCE_EXHAUSTED by grpc itself), and
+    # the largest message either way: the SDK's 3 MiB chunks and upstream's "up to 5 MB".
+    grpc_max_concurrent_rpcs: int = Field(default=256, ge=1)
+    grpc_max_message_bytes: int = Field(default=6 * MiB, ge=4 * MiB)
+    # PostgreSQL, in the API: a statement running longer is cancelled by the server (503;
+    # below DB_TIMEOUT, so the server frees the backend before the client gives up on it); a
+    # request that waits longer for a pool connection gets 503 with Retry-After.
+    db_statement_timeout: float = Field(default=3.0, gt=0)
+    db_acquire_timeout: float = Field(default=5.0, gt=0)
+
     # Signs pagination tokens; every API replica must share it.
     pagination_secret: SecretStr | None = None
 

@@ -9,14 +9,17 @@ S3 connection at once. `region=` is always set so presigning never goes to the n
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import functools
+import hashlib
 import os
+import threading
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -24,16 +27,20 @@ import certifi
 import urllib3
 from minio import Minio
 from minio.datatypes import CompleteMultipartUploadResult, Part
-from minio.error import S3Error
-from minio.helpers import ObjectWriteResult
+from minio.error import S3Error, ServerError
 
 from shared.settings import Settings
+from shared.upload_limits import UploadMemory
 
 T = TypeVar("T")
 
-PART_SIZE = 5 * 1024 * 1024  # S3's minimum multipart part size; bounds upload memory
+PART_SIZE = 5 * 1024 * 1024  # S3's minimum multipart part size (but for the last)
+# Parts of one upload on the wire at once, while the next fills: two keep the socket to
+# S3 busy while a part is hashed (measured: bench/upload.py).
+PARTS_IN_FLIGHT = 2
 _PRESIGN_TTL = timedelta(minutes=10)
 _LIST_PAGE = 1000
+_Query = dict[str, str | list[str] | tuple[str]]  # minio's query parameters
 
 
 @dataclass(frozen=True)
@@ -44,95 +51,197 @@ class ObjectInfo:
 
 
 class ObjectWriter:
-    """Streams bytes to one S3 object with bounded memory: at most two 5 MiB parts live.
+    """Streams bytes to one S3 object, holding only what has arrived and is not yet stored.
 
-    We drive the multipart upload ourselves (minio's underscore-named S3 calls, stable across
-    7.x) because `put_object` with an unknown length copies every part three times. One
-    preallocated part buffer fills while at most one part is on the wire, and the buffer
-    itself is the request body (urllib3 sends anything with the buffer protocol as is).
+    Chunks are kept as they come (no copy, no buffer sized up front) until they make a part
+    of at least 5 MiB (S3's minimum, but for the last); then the part goes to S3 from the
+    thread pool while the next fills, up to PARTS_IN_FLIGHT at a time. Memory is reserved
+    from the process's `UploadMemory` as bytes arrive and returned as parts are stored.
+
+    Parts go by presigned PUT through minio's urllib3 pool, the chunk list as the body:
+    minio's own calls sign the payload over plain http, hashing every byte with SHA-256
+    once more, and want one contiguous buffer. The object's SHA-256 (the file's etag) is
+    computed in the same threads, part after part in order, off the event loop. Multipart
+    create/complete/abort are minio's underscore-named S3 calls (stable across 7.x).
     `abort` is safe at any time and returns once nothing remains in S3.
     """
 
-    def __init__(self, storage: Storage, key: str) -> None:
+    def __init__(self, storage: Storage, key: str, memory: UploadMemory | None = None) -> None:
         self.key = key
         self._storage = storage
         self._client = storage.client
-        self._buf = bytearray(PART_SIZE)
-        self._fill = 0
+        self._memory = memory
+        self._chunks: list[bytes] = []
+        self._fill = 0  # bytes in _chunks
+        self._reserved = 0  # of the memory budget, for _chunks
+        self._hash = hashlib.sha256()
+        self._hashed: threading.Event | None = None  # set once the last part sent is hashed
         self._upload_id: str | None = None
         self._parts: list[Part] = []
-        self._inflight: asyncio.Future[None] | None = None
+        self._inflight: collections.deque[asyncio.Future[None]] = collections.deque()
+        self._whole: asyncio.Future[str] | None = None  # the one PUT of a small object
         self._closed = False
 
     async def write(self, data: bytes) -> None:
-        view = memoryview(data)
-        while view:
-            take = min(len(view), PART_SIZE - self._fill)
-            self._buf[self._fill : self._fill + take] = view[:take]
-            self._fill += take
-            view = view[take:]
-            if self._fill == PART_SIZE:
-                await self._send_part()
+        if self._closed:
+            raise RuntimeError("write after finish or abort")
+        if not data:
+            return
+        if not isinstance(data, bytes):
+            data = bytes(data)  # kept until sent: a caller's buffer could change meanwhile
+        if self._memory is not None:
+            self._reserved += await self._memory.take(len(data))
+        self._chunks.append(data)
+        self._fill += len(data)
+        if self._fill >= PART_SIZE:
+            await self._send_part()
+
+    def _take_buffer(self) -> tuple[list[bytes], int, int]:
+        taken = self._chunks, self._fill, self._reserved
+        self._chunks, self._fill, self._reserved = [], 0, 0
+        return taken
+
+    def _give_back(self, reserved: int) -> None:
+        if self._memory is not None and reserved:
+            self._memory.give(reserved)
+
+    def _hash_turn(self) -> tuple[threading.Event | None, threading.Event]:
+        """The event the next part's hashing waits for, and the one it sets."""
+        before, self._hashed = self._hashed, threading.Event()
+        return before, self._hashed
+
+    async def _settle_oldest(self) -> None:
+        """Wait for the oldest part on the wire; its failure is the upload's."""
+        job = self._inflight[0]
+        try:
+            # Shielded: a cancelled caller must not cancel the future of a part that is
+            # still being sent, or abort would not wait for it.
+            await asyncio.shield(job)
+        finally:
+            if job.done():
+                self._inflight.popleft()
 
     async def _send_part(self) -> None:
-        part = memoryview(self._buf)[: self._fill]
-        if self._inflight is not None:
-            await self._inflight  # back-pressure: one part on the wire at a time
-        if self._upload_id is None:
-            self._upload_id = await self._storage.run_in_thread(
-                self._client._create_multipart_upload,
-                self._storage.bucket,
-                self.key,
-                {"Content-Type": "application/octet-stream"},
-            )
-        self._inflight = self._storage.run_in_thread(self._upload_part, part, len(self._parts) + 1)
-        self._parts.append(Part(len(self._parts) + 1, ""))
-        self._buf = bytearray(PART_SIZE)
-        self._fill = 0
+        chunks, size, reserved = self._take_buffer()
+        try:
+            while len(self._inflight) >= PARTS_IN_FLIGHT:
+                await self._settle_oldest()  # back-pressure: the reader waits for S3
+            if self._upload_id is None:
+                self._upload_id = await self._storage.run_in_thread(
+                    self._client._create_multipart_upload,
+                    self._storage.bucket,
+                    self.key,
+                    {"Content-Type": "application/octet-stream"},
+                )
+        except BaseException:
+            self._give_back(reserved)
+            raise
+        number = len(self._parts) + 1
+        self._parts.append(Part(number, ""))
+        job = self._storage.run_in_thread(
+            self._upload_part, chunks, size, number, *self._hash_turn()
+        )
+        job.add_done_callback(lambda _: self._give_back(reserved))
+        self._inflight.append(job)
 
-    def _upload_part(self, part: memoryview, number: int) -> None:
+    def _hash_in_order(
+        self, chunks: list[bytes], before: threading.Event | None, done: threading.Event
+    ) -> None:
+        # The pool runs jobs in the order they were queued, so the previous part's job has
+        # started by now and sets `before` whatever happens to it.
+        try:
+            if before is not None:
+                before.wait()
+            for chunk in chunks:
+                self._hash.update(chunk)  # hashlib releases the GIL for large buffers
+        finally:
+            done.set()
+
+    def _upload_part(
+        self,
+        chunks: list[bytes],
+        size: int,
+        number: int,
+        before: threading.Event | None,
+        done: threading.Event,
+    ) -> None:
         if self._upload_id is None:
             raise RuntimeError("a part was sent before its multipart upload was created")
-        # minio annotates `bytes`, but only hashes the body and hands it to urllib3, which
-        # sends any buffer as is: passing the view avoids a 5 MiB copy per part.
-        etag = self._client._upload_part(
-            self._storage.bucket, self.key, cast(bytes, part), None, self._upload_id, number
-        )
+        self._hash_in_order(chunks, before, done)
+        query: _Query = {"uploadId": self._upload_id, "partNumber": str(number)}
+        etag = self._put(chunks, size, query)
         self._parts[number - 1] = Part(number, etag)
 
+    def _put_whole(
+        self, chunks: list[bytes], size: int, before: threading.Event | None, done: threading.Event
+    ) -> str:
+        self._hash_in_order(chunks, before, done)
+        return self._put(chunks, size, None)
+
+    def _put(self, chunks: list[bytes], size: int, query: _Query | None) -> str:
+        """PUT the chunks as one body (an object, or a part when `query` names one)."""
+        url = self._client.get_presigned_url(
+            "PUT", self._storage.bucket, self.key, _PRESIGN_TTL, extra_query_params=query
+        )
+        response = self._client._http.urlopen(
+            "PUT",
+            url,
+            body=chunks,  # a list: sent chunk by chunk, and again if urllib3 retries
+            headers={"Content-Length": str(size), "Content-Type": "application/octet-stream"},
+        )
+        if response.status != 200:
+            if response.data:
+                raise S3Error.fromxml(response)
+            raise ServerError(f"S3 answered a PUT with {response.status}", response.status)
+        return str(response.headers.get("ETag", "")).replace('"', "")
+
     async def finish(self) -> str:
-        """Complete the object; returns S3's etag."""
-        result: ObjectWriteResult | CompleteMultipartUploadResult
-        if self._upload_id is None:  # small object: one PUT
-            body = cast(bytes, memoryview(self._buf)[: self._fill])
-            result = await self._storage.run_in_thread(
-                self._client._put_object, self._storage.bucket, self.key, body, None
+        """Complete the object; returns S3's etag. `sha256()` is the object's after this."""
+        if self._closed:
+            raise RuntimeError("finish after finish or abort")
+        if self._upload_id is None and not self._inflight:  # small object: one PUT
+            chunks, size, reserved = self._take_buffer()
+            self._whole = self._storage.run_in_thread(
+                self._put_whole, chunks, size, *self._hash_turn()
             )
+            try:
+                etag = await asyncio.shield(self._whole)
+            finally:
+                self._give_back(reserved)
         else:
             if self._fill:
                 await self._send_part()
-            if self._inflight is not None:  # always: a multipart upload has sent a part
-                await self._inflight
-            result = await self._storage.run_in_thread(
+            while self._inflight:
+                await self._settle_oldest()
+            result: CompleteMultipartUploadResult = await self._storage.run_in_thread(
                 self._client._complete_multipart_upload,
                 self._storage.bucket,
                 self.key,
                 self._upload_id,
                 self._parts,
             )
+            etag = str(result.etag)
         self._closed = True
-        self._buf = bytearray()
-        return str(result.etag)
+        return etag
+
+    def sha256(self) -> bytes:
+        """The SHA-256 of every byte written (once `finish` has returned)."""
+        return self._hash.digest()
 
     async def abort(self) -> None:
         """Drop everything sent so far (an open multipart upload included)."""
         if self._closed:
             return
         self._closed = True
-        self._buf = bytearray()
-        if self._inflight is not None:
+        _, _, reserved = self._take_buffer()
+        self._give_back(reserved)
+        while self._inflight:
             with contextlib.suppress(Exception):
-                await self._inflight
+                await self._settle_oldest()
+        if self._whole is not None:  # a one-PUT object whose finish was cancelled
+            with contextlib.suppress(Exception):
+                await self._whole
+            await self._storage.delete(self.key)
         if self._upload_id is not None:
             await self._storage.run_in_thread(
                 self._client._abort_multipart_upload,
@@ -211,8 +320,9 @@ class Storage:
     async def ping(self) -> None:
         await self.run_in_thread(self.client.bucket_exists, self.bucket)
 
-    def writer(self, key: str) -> ObjectWriter:
-        return ObjectWriter(self, key)
+    def writer(self, key: str, memory: UploadMemory | None = None) -> ObjectWriter:
+        """A writer for one new object; `memory` bounds what the process's uploads hold."""
+        return ObjectWriter(self, key, memory)
 
     async def stat(self, key: str) -> ObjectInfo | None:
         try:

@@ -623,3 +623,34 @@ def run_snippet(code: str, stack: Stack, team: TeamKey, cwd: Path) -> list[str]:
     )
     assert done.returncode == 0, done.stderr
     return done.stdout.splitlines()
+
+
+# --- API processes of a test's own ----------------------------------------------------------
+
+
+@dataclass
+class OwnApi:
+    name: str
+    url: str
+    port: int
+    grpc_target: str
+
+
+@contextlib.contextmanager
+def own_api(stack: Stack, name: str, **env: str) -> Iterator[OwnApi]:
+    """`filecdn api` with the suite's servers and these settings (tiny limits, say), on
+    ports of its own; its log is `<name>.log` for `logged` and `wait_for_log`."""
+    port, grpc_port = free_port(), free_port()
+    full_env = {
+        **stack.env,
+        "API_PORT": str(port),
+        "GRPC_PORT": str(grpc_port),
+        "OPS_PORT": str(free_port()),
+        **env,
+    }
+    stack.sup.start(name, filecdn_argv("api"), env=full_env)
+    try:
+        wait_until(lambda: tcp_open("127.0.0.1", port), 60, name)
+        yield OwnApi(name, f"http://127.0.0.1:{port}", port, f"localhost:{grpc_port}")
+    finally:
+        stack.sup.stop(name)

@@ -21,6 +21,8 @@ WIRE: dict[type[errors.FilecdnError], tuple[int, grpc.StatusCode]] = {
     errors.Unauthenticated: (401, grpc.StatusCode.UNAUTHENTICATED),
     errors.PermissionDenied: (403, grpc.StatusCode.PERMISSION_DENIED),
     errors.QuotaExceeded: (429, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    errors.TooManyRequests: (429, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    errors.RequestTimeout: (408, grpc.StatusCode.DEADLINE_EXCEEDED),
     errors.PayloadTooLarge: (413, grpc.StatusCode.RESOURCE_EXHAUSTED),
     errors.Unavailable: (503, grpc.StatusCode.UNAVAILABLE),
     errors.Internal: (500, grpc.StatusCode.INTERNAL),
@@ -51,6 +53,15 @@ def test_unauthenticated_asks_for_a_bearer_key_on_rest() -> None:
     assert headers["WWW-Authenticate"] == "Bearer"
     _, _, headers = _rest(errors.NotFound("no file"))
     assert "WWW-Authenticate" not in headers
+
+
+def test_retryable_errors_say_when_to_retry_on_rest() -> None:
+    _, _, headers = _rest(errors.Unavailable("busy"))
+    assert headers["Retry-After"] == "1"
+    _, _, headers = _rest(errors.TooManyRequests("too many uploads", retry_after=3))
+    assert headers["Retry-After"] == "3"
+    _, _, headers = _rest(errors.InvalidArgument("bad"))
+    assert "Retry-After" not in headers
 
 
 def test_redis_down_is_unavailable_on_both() -> None:

@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 
 from shared.errors import InvalidArgument
-from shared.filters import compile_filter
+from shared.filters import MAX_COMPARISONS, compile_filter
 
 NAME_EQ = "COALESCE(f.filename = $1::text, FALSE)"
 
@@ -136,10 +136,19 @@ def test_chained_and_stays_flat() -> None:
 
 
 def test_long_flat_chain_compiles() -> None:
-    # As long as the length limit allows: the tree is n-ary, so no recursion limit is hit.
-    text = " OR ".join("size_bytes>1" for _ in range(250))
-    assert len(text) <= 4096
-    assert len(params(text)) == 250
+    # Up to the comparison cap: the tree is n-ary, so no recursion limit is hit.
+    text = " OR ".join("size_bytes>1" for _ in range(MAX_COMPARISONS))
+    assert len(params(text)) == MAX_COMPARISONS
+
+
+def test_more_comparisons_than_the_cap_is_refused_naming_where() -> None:
+    # ~370 ORs fit the length limit, and each is a predicate on every row of the team.
+    text = " OR ".join("size_bytes>1" for _ in range(MAX_COMPARISONS + 1))
+    position = len(" OR ".join("size_bytes>1" for _ in range(MAX_COMPARISONS))) + len(" OR ")
+    assert error(text) == (
+        f"invalid filter at position {position + 1}: more than {MAX_COMPARISONS} comparisons;"
+        " split the query or narrow it"
+    )
 
 
 def test_not_negates_a_comparison() -> None:

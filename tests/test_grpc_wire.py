@@ -23,7 +23,8 @@ async def chunks_of(stub: Any, team: TeamKey, file_id: str, fmt: int | None = No
 
 async def test_content_streams_in_chunks_of_at_most_3_mib(stub: Any, team: TeamKey) -> None:
     payload = png(7 * MiB + 5)
-    f = await uploaded(stub, team, payload, "big.png")
+    pieces = [data(payload[i : i + 3 * MiB]) for i in range(0, len(payload), 3 * MiB)]
+    f = await stub.UploadFile(stream([init("big.png"), *pieces]), metadata=auth(team))  # as the SDK
     got = await chunks_of(stub, team, f.id)
     assert [len(c) for c in got] == [3 * MiB, 3 * MiB, MiB + 5]
     assert b"".join(got) == payload
