@@ -302,17 +302,22 @@ async def during_outage(
 
 
 def table(outcomes: list[Outcome]) -> str:
-    """The README's table (Markdown)."""
+    """The README's table (Markdown); the bodies and details follow it, once."""
     lines = [
-        "| dependency | REST request | REST answer | REST s | gRPC call | gRPC answer | gRPC s |",
+        "| dependency | REST request | answer | s | gRPC call | answer | s |",
         "| --- | --- | --- | ---: | --- | --- | ---: |",
     ]
+    bodies, details = set(), set()
     for o in outcomes:
         rest_path, rpc = PROBES[o.dependency]
-        retry = f", `Retry-After: {o.rest.retry_after}`" if o.rest.retry_after else ""
+        retry = f" + `Retry-After: {o.rest.retry_after}`" if o.rest.retry_after else ""
         lines.append(
-            f"| {o.label} | `{rest_path}` | {o.rest.status}{retry}, `{o.rest.body}` "
-            f"| {o.rest.seconds:.2f} | `{rpc}` | `{o.grpc.code}`: {o.grpc.details} "
-            f"| {o.grpc.seconds:.2f} |"
+            f"| {o.label} | `{rest_path}` | {o.rest.status}{retry} | {o.rest.seconds:.2f} "
+            f"| `{rpc}` | `{o.grpc.code}` | {o.grpc.seconds:.2f} |"
         )
+        bodies.add(o.rest.body)
+        details.add(o.grpc.details)
+    lines.append("")
+    lines += [f"REST body: `{b}`" for b in sorted(bodies)]
+    lines += [f"gRPC details: `{d}`" for d in sorted(details)]
     return "\n".join(lines)
