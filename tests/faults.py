@@ -15,7 +15,7 @@ import struct
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 Mode = Literal["up", "refused", "hung"]
@@ -33,7 +33,7 @@ class FaultyLink:
     _server: asyncio.Server | None = None
     _flowing: asyncio.Event = field(default_factory=asyncio.Event)
     _writers: set[asyncio.StreamWriter] = field(default_factory=set)
-    _tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    _tasks: set[asyncio.Task[Any]] = field(default_factory=set)
 
     @classmethod
     def to(cls, url: str) -> FaultyLink:
@@ -99,7 +99,7 @@ class FaultyLink:
         self._writers.add(writer)
         task = asyncio.current_task()
         assert task is not None
-        self._tasks.add(task)  # type: ignore[arg-type]
+        self._tasks.add(task)
         try:
             await self._flowing.wait()  # hung: accepted, and nothing else
             up_reader, up_writer = await asyncio.open_connection(self.target_host, self.target_port)
@@ -108,11 +108,11 @@ class FaultyLink:
                 self._pump(reader, up_writer), self._pump(up_reader, writer), return_exceptions=True
             )
         except (OSError, asyncio.CancelledError):
-            pass
+            pass  # the link was refused or closed: its connections go with it
         finally:
-            for w in (writer,):
-                w.transport.abort()
-            self._tasks.discard(task)  # type: ignore[arg-type]
+            writer.transport.abort()
+            self._writers.discard(writer)
+            self._tasks.discard(task)
 
     async def _pump(self, src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
         try:
@@ -302,17 +302,22 @@ async def during_outage(
 
 
 def table(outcomes: list[Outcome]) -> str:
-    """The README's table (Markdown)."""
+    """The README's table (Markdown); the bodies and details follow it, once."""
     lines = [
-        "| dependency | REST request | REST answer | REST s | gRPC call | gRPC answer | gRPC s |",
+        "| dependency | REST request | answer | s | gRPC call | answer | s |",
         "| --- | --- | --- | ---: | --- | --- | ---: |",
     ]
+    bodies, details = set(), set()
     for o in outcomes:
         rest_path, rpc = PROBES[o.dependency]
-        retry = f", `Retry-After: {o.rest.retry_after}`" if o.rest.retry_after else ""
+        retry = f" + `Retry-After: {o.rest.retry_after}`" if o.rest.retry_after else ""
         lines.append(
-            f"| {o.label} | `{rest_path}` | {o.rest.status}{retry}, `{o.rest.body}` "
-            f"| {o.rest.seconds:.2f} | `{rpc}` | `{o.grpc.code}`: {o.grpc.details} "
-            f"| {o.grpc.seconds:.2f} |"
+            f"| {o.label} | `{rest_path}` | {o.rest.status}{retry} | {o.rest.seconds:.2f} "
+            f"| `{rpc}` | `{o.grpc.code}` | {o.grpc.seconds:.2f} |"
         )
+        bodies.add(o.rest.body)
+        details.add(o.grpc.details)
+    lines.append("")
+    lines += [f"REST body: `{b}`" for b in sorted(bodies)]
+    lines += [f"gRPC details: `{d}`" for d in sorted(details)]
     return "\n".join(lines)
