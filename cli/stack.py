@@ -25,6 +25,7 @@ from rich.text import Text
 
 from cli.embedded import Supervisor, start_missing, tcp_open, wait_until
 from shared import db, ops_tokens, teams
+from shared.logs import without_url_passwords
 from shared.settings import Settings
 
 console = Console(stderr=True)
@@ -192,8 +193,9 @@ def _banner(
         f"gRPC API   {settings.api_host}:{settings.grpc_port}"
         f'  (xai_sdk: api_host="localhost:{settings.grpc_port}")',
         f"Edge       {settings.edge_base_url}/<token>/<file_id>.<ext>",
-        f"PostgreSQL {env['DATABASE_URL']}",
-        f"Redis      {env['REDIS_URL']}",
+        # Given URLs may carry passwords; the terminal is often shared or recorded.
+        f"PostgreSQL {without_url_passwords(env['DATABASE_URL'])}",
+        f"Redis      {without_url_passwords(env['REDIS_URL'])}",
         f"S3         {env['S3_ENDPOINT']}  bucket {env.get('S3_BUCKET', settings.s3_bucket)}",
         "",
         f"API key    {key}{'  (new)' if new else ''}",

@@ -62,9 +62,14 @@ class Redactor:
         for secret in self.secrets:
             if secret in s:
                 s = s.replace(secret, REDACTED)
-        s = _URL_PASSWORD.sub(rf"\g<keep>{REDACTED}@", s)
+        s = without_url_passwords(s)
         s = _BEARER.sub(r"\g<keep>…", s)
         return _KEYS.sub(r"\g<keep>…", s)
+
+
+def without_url_passwords(text: str) -> str:
+    """`text` with the password of every URL in it cut (`redis://:[redacted]@host`)."""
+    return _URL_PASSWORD.sub(rf"\g<keep>{REDACTED}@", text)
 
 
 def configured_secrets(settings: Settings) -> list[str]:

@@ -118,3 +118,11 @@ def test_a_request_aiohttp_cannot_parse_is_one_info_line() -> None:
     [line] = [json.loads(x) for x in done.stderr.splitlines()]
     assert (line["level"], line["event"]) == ("info", "malformed request")
     assert "exception" not in line and line["error"].startswith("BadHttpMessage")
+
+
+def test_url_passwords_are_cut_where_urls_are_shown() -> None:
+    from shared.logs import without_url_passwords
+
+    shown = without_url_passwords("redis://app:s3cr3t-pw@cache:6379/0 and postgresql://u@db/x")
+    assert "s3cr3t-pw" not in shown
+    assert shown == "redis://app:[redacted]@cache:6379/0 and postgresql://u@db/x"
