@@ -91,6 +91,11 @@ class Settings(BaseSettings):
     edge_memory_cache_object_max: int = 256 * 1024
     edge_disk_cache_bytes: int = 1024 * MiB
     edge_disk_cache_dir: Path | None = None
+    # Objects above the memory cache's object bound are cached in fixed slices (ranged S3
+    # GETs of this many bytes, fetched when a request needs them); each process keeps its
+    # most recently used slices in memory up to edge_slice_memory_bytes.
+    edge_slice_bytes: int = Field(default=1 * MiB, ge=64 * 1024)
+    edge_slice_memory_bytes: int = Field(default=64 * MiB, ge=0)
     edge_s3_timeout: float = Field(default=10.0, gt=0)
     edge_redis_timeout: float = Field(default=2.0, gt=0)
     edge_metrics: bool = True  # per-minute counters in Redis, written once a second
