@@ -266,6 +266,7 @@ class EdgeHandler:
             if request.transport is not None:
                 request.transport.abort()
             return resp
+        assert resp is not None  # a range has at least one byte, so one piece
         try:
             await resp.write_eof()
         except ConnectionError:
