@@ -19,7 +19,18 @@ import psutil
 from shared import token_cache
 from shared.resources import Resources
 from tests.conftest import Stack
-from tests.helpers import OwnEdge, edge_workers, get, mp4, own_edge, sample, scrape, share, until
+from tests.helpers import (
+    OwnEdge,
+    Public,
+    edge_workers,
+    get,
+    mp4,
+    own_edge,
+    sample,
+    scrape,
+    share,
+    until,
+)
 
 MiB = 1024 * 1024
 
@@ -33,14 +44,35 @@ async def origin_reads(edge: OwnEdge) -> tuple[int, int]:
     )
 
 
+async def share_large(api: aiohttp.ClientSession, res: Resources, data: bytes, name: str) -> Public:
+    """A public URL of `data`. The suite's stack shares files up to 12 MiB only, so this
+    shares a small file, then puts `data` in its object and its size and ETag in the token's
+    record, as a file of that size would have them (no worker runs to reconcile it back)."""
+    p = await share(api, mp4(1024), name)
+    await replace_object(res, p.token, data)
+    return Public(p.file_id, p.url, data)
+
+
+async def replace_object(res: Resources, token: str, data: bytes) -> str:
+    """New bytes under the URL's object key, and the record to match; the new ETag."""
+    key = token_cache.key(token)
+    record = token_cache.UrlRecord.decode(await res.redis.get(key))
+    writer = res.storage.writer(record.object_key)
+    await writer.write(data)
+    await writer.finish()
+    etag = f'"{hashlib.sha256(data).hexdigest()[:32]}"'
+    await res.redis.set(key, dataclasses.replace(record, etag=etag, size=len(data)).encode())
+    return etag
+
+
 def slice_files(edge: OwnEdge) -> list[str]:
     return [p.name for p in edge.cache_dir.iterdir() if not p.name.startswith(".")]
 
 
 async def test_a_cold_one_byte_range_reads_one_slice_from_s3(
-    stack: Stack, api: aiohttp.ClientSession
+    stack: Stack, api: aiohttp.ClientSession, res: Resources
 ) -> None:
-    big = await share(api, mp4(18 * MiB), "v.mp4")
+    big = await share_large(api, res, mp4(18 * MiB), "v.mp4")
     with own_edge(stack, workers=2) as edge:
         status, h, body = await get(edge.public(big), Range="bytes=0-0")
         assert status == 206 and body == big.data[:1]
@@ -51,9 +83,9 @@ async def test_a_cold_one_byte_range_reads_one_slice_from_s3(
 
 
 async def test_a_cold_video_seeked_into_then_downloaded_is_read_from_s3_about_once(
-    stack: Stack, api: aiohttp.ClientSession
+    stack: Stack, api: aiohttp.ClientSession, res: Resources
 ) -> None:
-    video = await share(api, mp4(40 * MiB), "film.mp4")
+    video = await share_large(api, res, mp4(40 * MiB), "film.mp4")
     size, data = len(video.data), video.data
     rng = random.Random(40)
     with own_edge(stack, workers=2) as edge:
@@ -78,9 +110,9 @@ async def test_a_cold_video_seeked_into_then_downloaded_is_read_from_s3_about_on
 
 
 async def test_concurrent_cold_readers_on_two_workers_read_s3_about_once(
-    stack: Stack, api: aiohttp.ClientSession
+    stack: Stack, api: aiohttp.ClientSession, res: Resources
 ) -> None:
-    video = await share(api, mp4(16 * MiB), "live.mp4")
+    video = await share_large(api, res, mp4(16 * MiB), "live.mp4")
     with own_edge(stack, workers=2) as edge:
         await until(lambda: len(edge_workers(edge)) == 2, "two listening workers")
         async with _connections_on_each_worker(edge, per_worker=4) as conns:
@@ -132,15 +164,8 @@ async def test_an_object_replaced_under_its_key_never_serves_old_slices(
         url = edge.public(p)
         assert (await get(url))[2] == p.data  # every old slice cached, on disk and in memory
         old_slices = set(slice_files(edge))
-        key = token_cache.key(p.token)
-        record = token_cache.UrlRecord.decode(await res.redis.get(key))
         new = mp4(3 * MiB + 1000)
-        writer = res.storage.writer(record.object_key)
-        await writer.write(new)
-        await writer.finish()
-        etag = f'"{hashlib.sha256(new).hexdigest()[:32]}"'
-        replaced = dataclasses.replace(record, etag=etag, size=len(new))
-        await res.redis.set(key, replaced.encode(), ex=600)
+        etag = await replace_object(res, p.token, new)
         for _ in range(2):  # either worker, memory or disk: the new bytes only
             status, h, body = await get(url)
             assert status == 200 and body == new and h["ETag"] == etag
