@@ -95,7 +95,7 @@ class Settings(BaseSettings):
     # GETs of this many bytes, fetched when a request needs them); each process keeps its
     # most recently used slices in memory up to edge_slice_memory_bytes.
     edge_slice_bytes: int = Field(default=1 * MiB, ge=64 * 1024)
-    edge_slice_memory_bytes: int = Field(default=64 * MiB, ge=0)
+    edge_slice_memory_bytes: int = Field(default=32 * MiB, ge=0)
     edge_s3_timeout: float = Field(default=10.0, gt=0)
     edge_redis_timeout: float = Field(default=2.0, gt=0)
     edge_metrics: bool = True  # per-minute counters in Redis, written once a second
@@ -106,8 +106,7 @@ class Settings(BaseSettings):
     edge_drain_timeout: float = Field(default=10.0, gt=0)
     edge_access_log: bool = False  # one JSON line per request (tokens shortened to 4 chars)
     edge_keepalive_timeout: float = Field(default=75.0, gt=0)
-    # uvloop serves small objects faster; asyncio's loop has sendfile(2) for the disk cache.
-    # Measured here, uvloop's read+write still beat asyncio's sendfile (see the README).
+    # uvloop serves faster (see the README's benchmarks); asyncio's own loop is the fallback.
     edge_event_loop: Literal["uvloop", "asyncio"] = "uvloop"
 
     # Operations.
