@@ -238,9 +238,9 @@ class EdgeHandler:
         resp: web.StreamResponse | None = None
         try:
             for n, (index, offset, count) in enumerate(pieces):
+                if n + 1 < len(pieces):  # the next slice loads while this one is got and sent
+                    cache.prefetch(version, pieces[n + 1][0])
                 data, source = await cache.get(version, index)
-                if n + 1 < len(pieces):
-                    cache.prefetch(version, pieces[n + 1][0])  # loads while this one is sent
                 if _SOURCE_RANK[source] > _SOURCE_RANK[served.cache]:
                     served.cache = source
                 if resp is None:
