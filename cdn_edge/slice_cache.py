@@ -102,7 +102,7 @@ class SliceCache:
         self.enabled = max_bytes >= _MIN_SLICES * slice_bytes
         self.memory = SliceMemory(memory_bytes)
         self.estimate = 0  # bytes in the directory, as of the last scan plus our own adds
-        self._files = SliceFiles(directory, max_bytes) if self.enabled else None
+        self._files = SliceFiles(directory) if self.enabled else None
         self._wait_max = wait_max  # then a waiter reads S3 itself (a filler that hung)
         self._loads: dict[str, asyncio.Task[tuple[bytes, str]]] = {}
         self._trimming: asyncio.Task[None] | None = None

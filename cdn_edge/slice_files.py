@@ -149,9 +149,8 @@ class SliceWriter:
 class SliceFiles:
     """The directory of slice files (every call is a few syscalls on local disk)."""
 
-    def __init__(self, directory: Path, max_bytes: int) -> None:
+    def __init__(self, directory: Path) -> None:
         self.directory = directory
-        self.max_bytes = max_bytes
         self._touched: dict[str, float] = {}
         directory.mkdir(parents=True, exist_ok=True)
 
