@@ -61,7 +61,8 @@ async def replace_object(res: Resources, token: str, data: bytes) -> str:
     await writer.write(data)
     await writer.finish()
     etag = f'"{hashlib.sha256(data).hexdigest()[:32]}"'
-    await res.redis.set(key, dataclasses.replace(record, etag=etag, size=len(data)).encode())
+    replaced = dataclasses.replace(record, etag=etag, size=len(data))
+    await res.redis.set(key, replaced.encode(), keepttl=True)
     return etag
 
 
