@@ -41,6 +41,7 @@ log = structlog.get_logger(__name__)
 _POLL_MIN, _POLL_MAX = 0.002, 0.05  # seconds between looks at another process's fill
 _TRIM_EVERY = 30.0  # seconds between scans that learn what other processes added
 _MIN_SLICES = 4  # a directory bound below this many slices turns the cache off
+_MAX_VERSIONS = 4096  # object versions whose slice names this process remembers
 
 
 class SliceMemory:
@@ -106,6 +107,7 @@ class SliceCache:
         self._wait_max = wait_max  # then a waiter reads S3 itself (a filler that hung)
         self._loads: dict[str, asyncio.Task[tuple[bytes, str]]] = {}
         self._trimming: asyncio.Task[None] | None = None
+        self._versions: dict[tuple[str, str], Version] = {}
 
     @property
     def filling(self) -> int:
@@ -116,7 +118,14 @@ class SliceCache:
         return self.enabled and size > 0
 
     def version(self, key: str, etag: str, size: int) -> Version:
-        return Version(key, etag, size, version_prefix(key, etag, self.slice_bytes))
+        # Remembered: naming a version hashes its key and ETag, on every request otherwise.
+        v = self._versions.get((key, etag))
+        if v is None or v.size != size:
+            if len(self._versions) >= _MAX_VERSIONS:
+                self._versions.clear()
+            v = Version(key, etag, size, version_prefix(key, etag, self.slice_bytes))
+            self._versions[(key, etag)] = v
+        return v
 
     # -- reading -------------------------------------------------------------------------
 
