@@ -6,11 +6,12 @@ Every way of failing that (unknown, revoked, expired, deleted, wrong name, corru
 gets the same 404. Only then are bytes chosen, from the cheapest place that has them:
 
 - small objects (EDGE_MEMORY_CACHE_OBJECT_MAX) from process memory, fetched once;
-- larger ones from the machine's disk cache, filled in the background on their first
-  request (which streams from S3 meanwhile), sent with sendfile(2) where the event loop
-  has it (EDGE_EVENT_LOOP=asyncio), else read and written in 256 KiB chunks (uvloop);
-- anything else streamed from S3 in chunks, with the client's back-pressure, and the S3
-  response closed the moment the client goes away (the handler is cancelled).
+- larger ones from the slice cache (`cdn_edge.slice_cache`): the range's slices, each from
+  memory, the machine's disk or one ranged S3 GET per machine, written as they come with
+  the next slice loading meanwhile;
+- anything else (the slice cache off) streamed from S3 in chunks, with the client's
+  back-pressure, and the S3 response closed the moment the client goes away (the handler
+  is cancelled).
 
 Counting happens after the answer is decided, never before authorisation: the request's
 counters (`cdn_edge.metrics`) and, for a GET answered 200 or 206, its token's hits and bytes
@@ -20,8 +21,6 @@ counters (`cdn_edge.metrics`) and, for a GET answered 200 or 206, its token's hi
 from __future__ import annotations
 
 import asyncio
-import io
-import os
 import time
 from dataclasses import dataclass
 
@@ -30,8 +29,8 @@ import structlog
 from aiohttp import web
 from multidict import CIMultiDict
 
-from cdn_edge import metrics, responses
-from cdn_edge.cache import DiskCache, DiskWriter, MemoryCache
+from cdn_edge import metrics, responses, slices
+from cdn_edge.cache import MemoryCache
 from cdn_edge.conditional import Conditions, Outcome, evaluate, range_applies
 from cdn_edge.links import LinkCounts
 from cdn_edge.lookups import RedisUnavailable, TokenLookups
@@ -39,14 +38,15 @@ from cdn_edge.metrics import Counters
 from cdn_edge.origin import Origin, OriginError, origin_error
 from cdn_edge.ranges import UNSATISFIABLE, content_range, parse_range
 from cdn_edge.responses import RecordView, RecordViews
+from cdn_edge.slice_cache import SliceCache
 from shared.token_cache import UrlRecord, now_ms
 
 log = structlog.get_logger(__name__)
 access = structlog.get_logger("edge.access")
 
 _STREAM_CHUNK = 256 * 1024
-_FILL_CHUNK = 1024 * 1024
-_PREAD_CHUNK = 256 * 1024
+# A response's cache source is the worst of its slices' (a slice from S3 makes it a miss).
+_SOURCE_RANK = {None: 0, "memory": 1, "disk": 2, "miss": 3}
 _MAX_TOKEN = 128  # longer than any token we issue: answered 404 without a lookup
 
 
@@ -80,7 +80,7 @@ class EdgeHandler:
         views: RecordViews,
         origin: Origin,
         memory: MemoryCache,
-        disk: DiskCache,
+        slices: SliceCache,
         counters: Counters | None,
         links: LinkCounts | None,
         access_log: bool,
@@ -89,12 +89,11 @@ class EdgeHandler:
         self.views = views
         self.origin = origin
         self.memory = memory
-        self.disk = disk
+        self.slices = slices
         self.counters = counters  # None: EDGE_METRICS=false, requests are not counted
         self.links = links  # None: EDGE_LINK_STATS=false
         self.access_log = access_log
         self.draining = False  # stopping: every response closes its connection
-        self._fills: set[asyncio.Task[None]] = set()
 
     # -- entry point ---------------------------------------------------------------------
 
@@ -222,39 +221,55 @@ class EdgeHandler:
                 body = body[plan.first : plan.first + plan.length]
             return web.Response(status=plan.status, body=body, headers=plan.headers)
 
-        if self.disk.admits(size):
-            f = self.disk.open(key, etag, size)
-            if f is not None:
-                served.cache = "disk"
-                with f:
-                    return await self._send_file(request, plan, f, served)
-            self._fill_soon(key, etag, size)
+        if self.slices.admits(size):
+            return await self._send_slices(request, record, plan, served)
 
         served.cache = "miss"
         return await self._stream(request, plan, key, served)
 
-    async def _send_file(
-        self, request: web.BaseRequest, plan: Plan, f: io.FileIO, served: Served
+    async def _send_slices(
+        self, request: web.BaseRequest, record: UrlRecord, plan: Plan, served: Served
     ) -> web.StreamResponse:
-        resp = self._stream_response(plan)
+        """The range from the slices that hold it; the head leaves once the first is in hand
+        (an S3 failure before it is a clean 502/504, after it a cut connection)."""
+        cache = self.slices
+        version = cache.version(record.object_key, record.etag, record.size)
+        pieces = list(slices.pieces(plan.first, plan.first + plan.length - 1, cache.slice_bytes))
+        resp: web.StreamResponse | None = None
         try:
-            await resp.prepare(request)
-            transport = request.transport
-            if transport is None:
-                raise ConnectionResetError("client went away")
-            try:
-                served.sent = await asyncio.get_running_loop().sendfile(
-                    transport, f, plan.first, plan.length, fallback=False
-                )
-            except NotImplementedError:  # an event loop without sendfile (uvloop): read + write
-                served.sent = await _copy_file(resp, f, plan.first, plan.length, served)
-            if served.sent < plan.length:  # the cache file is shorter than its record
-                log.error("disk cache file shorter than its record: cutting the connection")
-                served.status = 500
-                transport.abort()
-                return resp
-            await resp.write_eof()
+            for n, (index, offset, count) in enumerate(pieces):
+                if n + 1 < len(pieces):  # the next slice loads while this one is got and sent
+                    cache.prefetch(version, pieces[n + 1][0])
+                data, source = await cache.get(version, index)
+                if _SOURCE_RANK[source] > _SOURCE_RANK[served.cache]:
+                    served.cache = source
+                if resp is None:
+                    resp = self._stream_response(plan)
+                    await resp.prepare(request)
+                if count == len(data):
+                    await resp.write(data)
+                else:
+                    await resp.write(memoryview(data)[offset : offset + count])
+                served.sent += count
         except ConnectionError:  # the client went away (reset, broken pipe, closed transport)
+            if resp is None:
+                raise  # not a client's: nothing before the head writes to it
+            served.status = 499
+            return resp
+        except OriginError as failure:
+            if resp is None:
+                log.warning("origin failed", status=failure.status, reason=failure.reason)
+                served.cache = None
+                return responses.error(failure.status)
+            log.warning("origin failed mid-body", reason=failure.reason, sent=served.sent)
+            served.status = failure.status
+            if request.transport is not None:
+                request.transport.abort()
+            return resp
+        assert resp is not None  # a range has at least one byte, so one piece
+        try:
+            await resp.write_eof()
+        except ConnectionError:
             served.status = 499
         return resp
 
@@ -296,6 +311,7 @@ class EdgeHandler:
             if request.transport is not None:
                 request.transport.abort()
             return resp
+        assert resp is not None  # a range has at least one byte, so one piece
         try:
             await resp.write_eof()
         except ConnectionError:
@@ -308,36 +324,13 @@ class EdgeHandler:
             resp.force_close()
         return resp
 
-    def _fill_soon(self, key: str, etag: str, size: int) -> None:
-        """Copy the object into the disk cache in the background (once per process)."""
-        writer = self.disk.writer(key, etag, size)
-        if writer is None:
-            return
-        task = asyncio.get_running_loop().create_task(self._fill(key, writer))
-        self._fills.add(task)
-        task.add_done_callback(self._fills.discard)
-
-    async def _fill(self, key: str, writer: DiskWriter) -> None:
-        try:
-            async with self.origin.open(key) as src:
-                async for chunk in src.chunks(_FILL_CHUNK):
-                    writer.write(chunk)
-            writer.commit()
-        except BaseException as exc:
-            writer.abort()
-            if not isinstance(exc, Exception):
-                raise
-            log.warning("disk cache fill failed", error=repr(exc))
-
     async def evict(self, object_key: str) -> None:
         """The file was deleted: drop its bytes from both caches."""
         self.memory.evict(object_key)
-        await self.disk.evict(object_key)
+        await self.slices.evict(object_key)
 
     async def close(self) -> None:
-        for task in list(self._fills):
-            task.cancel()
-        await asyncio.gather(*self._fills, return_exceptions=True)
+        await self.slices.close()
 
     # -- observability -------------------------------------------------------------------
 
@@ -346,8 +339,8 @@ class EdgeHandler:
         slot = counters.slot
         slot[metrics.MEMORY_CACHE_BYTES] = self.memory.bytes
         slot[metrics.MEMORY_CACHE_OBJECTS] = len(self.memory)
-        slot[metrics.DISK_CACHE_BYTES] = self.disk.estimate
-        slot[metrics.DISK_CACHE_FILLS] = len(self._fills)
+        slot[metrics.DISK_CACHE_BYTES] = self.slices.estimate
+        slot[metrics.DISK_CACHE_FILLS] = self.slices.filling
 
     def _log(self, request: web.BaseRequest, served: Served, started: int) -> None:
         # Tokens are bearer secrets: the log keeps enough to correlate, not to replay.
@@ -365,18 +358,3 @@ class EdgeHandler:
             ms=round((time.perf_counter_ns() - started) / 1e6, 2),
             peer=request.remote,
         )
-
-
-async def _copy_file(
-    resp: web.StreamResponse, f: io.FileIO, first: int, length: int, served: Served
-) -> int:
-    """Read and write in chunks; stops early (returning less) if the file is short."""
-    fd = f.fileno()
-    served.sent = 0
-    while served.sent < length:
-        chunk = os.pread(fd, min(_PREAD_CHUNK, length - served.sent), first + served.sent)
-        if not chunk:
-            break
-        await resp.write(chunk)
-        served.sent += len(chunk)
-    return served.sent

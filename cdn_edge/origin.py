@@ -3,7 +3,8 @@
 Failures become `OriginError` with the status the client gets: 504 when S3 is too slow to
 answer within EDGE_S3_TIMEOUT, 502 for everything else (refused, reset, wrong status or
 length). Nothing here outlives a request except the shared fetch of a small object, which
-concurrent requests for the same object wait on together. Every GET sent to S3 and every
+concurrent requests for the same object wait on together, and the ranged GET of a slice
+(`fetch_range`, shared the same way by `cdn_edge.slice_cache`). Every GET sent to S3 and every
 body byte read from it are counted (`filecdn_edge_origin_requests_total`, `..._bytes_total`).
 """
 
@@ -12,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import aiohttp
 import structlog
@@ -24,6 +25,7 @@ log = structlog.get_logger(__name__)
 
 _PRESIGN_REUSE = 300.0  # seconds a presigned URL is reused (they are signed for 600)
 _MAX_PRESIGNED = 4096
+_RANGE_CHUNK = 256 * 1024
 
 
 class OriginError(Exception):
@@ -56,6 +58,12 @@ class OriginBody:
     @property
     def content_length(self) -> int | None:
         return self._resp.content_length
+
+    @property
+    def total_size(self) -> int | None:
+        """The object's size as a 206's `Content-Range: bytes a-b/size` gives it."""
+        _, slash, total = self._resp.headers.get("Content-Range", "").rpartition("/")
+        return int(total) if slash and total.isdigit() else None
 
     async def chunks(self, size: int) -> AsyncIterator[bytes]:
         async for chunk in self._resp.content.iter_chunked(size):
@@ -148,3 +156,37 @@ class Origin:
         if len(body) != size:
             raise OriginError(502, f"S3 sent {len(body)} bytes, record says {size}")
         return body
+
+    async def fetch_range(
+        self,
+        key: str,
+        first: int,
+        last: int,
+        size: int,
+        sink: Callable[[bytes], None] | None = None,
+    ) -> bytes:
+        """Bytes first..last of an object of `size` bytes, in one ranged GET; each chunk also
+        goes to `sink` (a slice's file) as it arrives.
+
+        The answer must describe an object of `size` bytes: an object replaced under its key
+        since the token's record was written is refused (502), never cached as this version.
+        """
+        want = last - first + 1
+        buf = bytearray()
+        try:
+            async with self.open(key, first, last) as src:
+                if src.content_length != want or src.total_size != size:
+                    raise OriginError(
+                        502,
+                        f"S3 sent {src.content_length} of {src.total_size} bytes for"
+                        f" {first}-{last} of {size}",
+                    )
+                async for chunk in src.chunks(_RANGE_CHUNK):
+                    buf += chunk
+                    if sink is not None:
+                        sink(chunk)
+        except (aiohttp.ClientError, OSError) as exc:  # TimeoutError is an OSError
+            raise origin_error(exc) from exc
+        if len(buf) != want:
+            raise OriginError(502, f"S3 sent {len(buf)} of {want} bytes for {first}-{last}")
+        return bytes(buf)

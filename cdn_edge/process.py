@@ -29,7 +29,7 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from cdn_edge import metrics
-from cdn_edge.cache import DiskCache, MemoryCache
+from cdn_edge.cache import MemoryCache
 from cdn_edge.evictions import tail_deletions
 from cdn_edge.handler import EdgeHandler
 from cdn_edge.links import MAX_TOKENS, LinkCounts
@@ -39,6 +39,7 @@ from cdn_edge.ops import Readiness, start_ops
 from cdn_edge.origin import Origin
 from cdn_edge.reports import Reporter
 from cdn_edge.responses import RecordViews
+from cdn_edge.slice_cache import SliceCache
 from cdn_edge.stopping import StopSignals
 from shared.redis_client import create_redis, create_token_redis, has_own_token_redis
 from shared.settings import Settings
@@ -66,13 +67,20 @@ async def open_edge(
     lookups = TokenLookups(token_redis, settings.edge_redis_timeout)
     wake = asyncio.Event()  # per-link counts are full: report before the second is up
     links = LinkCounts(counters, MAX_TOKENS, wake.set) if settings.edge_link_stats else None
+    origin = Origin(storage, settings.edge_s3_timeout, counters)
     edge = EdgeHandler(
         lookups=lookups,
         views=RecordViews(settings.edge_cache_control),
-        origin=Origin(storage, settings.edge_s3_timeout, counters),
+        origin=origin,
         memory=MemoryCache(settings.edge_memory_cache_bytes, settings.edge_memory_cache_object_max),
-        disk=DiskCache(
-            settings.edge_cache_dir, settings.edge_disk_cache_bytes, settings.edge_disk_cache_bytes
+        slices=SliceCache(
+            origin,
+            settings.edge_cache_dir,
+            max_bytes=settings.edge_disk_cache_bytes,
+            slice_bytes=settings.edge_slice_bytes,
+            memory_bytes=settings.edge_slice_memory_bytes,
+            # A filler elsewhere gets this long (its S3 reads are bounded by the timeout).
+            wait_max=3 * settings.edge_s3_timeout,
         ),
         counters=counters if settings.edge_metrics else None,
         links=links,
@@ -94,8 +102,8 @@ async def open_edge(
         loop.create_task(tail_deletions(redis, edge.evict, block_ms), name="evictions"),
         loop.create_task(reporter.run(), name="reports"),
     ]
-    if edge.disk.object_max > 0:
-        tasks.append(loop.create_task(edge.disk.run_trimmer(), name="disk-trimmer"))
+    if edge.slices.enabled:
+        tasks.append(loop.create_task(edge.slices.run_trimmer(), name="slice-trimmer"))
     try:
         yield edge, redis, (token_redis if own_token_redis else None)
     finally:

@@ -126,6 +126,11 @@ class Settings(BaseSettings):
     edge_memory_cache_object_max: int = 256 * 1024
     edge_disk_cache_bytes: int = 1024 * MiB
     edge_disk_cache_dir: Path | None = None
+    # Objects above the memory cache's object bound are cached in fixed slices (ranged S3
+    # GETs of this many bytes, fetched when a request needs them); each process keeps its
+    # most recently used slices in memory up to edge_slice_memory_bytes.
+    edge_slice_bytes: int = Field(default=1 * MiB, ge=64 * 1024)
+    edge_slice_memory_bytes: int = Field(default=32 * MiB, ge=0)
     edge_s3_timeout: float = Field(default=10.0, gt=0)
     edge_redis_timeout: float = Field(default=2.0, gt=0)
     edge_metrics: bool = True  # per-minute counters in Redis, written once a second
@@ -136,8 +141,7 @@ class Settings(BaseSettings):
     edge_drain_timeout: float = Field(default=10.0, gt=0)
     edge_access_log: bool = False  # one JSON line per request (tokens shortened to 4 chars)
     edge_keepalive_timeout: float = Field(default=75.0, gt=0)
-    # uvloop serves small objects faster; asyncio's loop has sendfile(2) for the disk cache.
-    # Measured here, uvloop's read+write still beat asyncio's sendfile (see the README).
+    # uvloop serves faster (see the README's benchmarks); asyncio's own loop is the fallback.
     edge_event_loop: Literal["uvloop", "asyncio"] = "uvloop"
 
     # Operations.

@@ -19,13 +19,12 @@ import aiohttp
 import psutil
 import pytest
 
-from cdn_edge.cache import file_name
+from cdn_edge.slice_files import version_prefix
 from cli.embedded import free_port
 from shared import metrics, token_cache
 from shared.resources import Resources
 from tests.conftest import Stack
 from tests.helpers import (
-    OwnEdge,
     OwnRedis,
     Public,
     edge_workers,
@@ -118,37 +117,37 @@ async def test_small_objects_are_served_from_memory_after_the_first_request(
         assert 'filecdn_edge_cache_requests_total{source="memory"} 2' in await edge.prometheus()
 
 
-@pytest.mark.parametrize("loop", ["uvloop", "asyncio"])  # read+write, and sendfile(2)
-async def test_large_objects_go_to_the_disk_cache_and_deletion_evicts_them(
-    stack: Stack, api: aiohttp.ClientSession, loop: str
+@pytest.mark.parametrize("loop", ["uvloop", "asyncio"])
+async def test_large_objects_are_cached_in_slices_and_deletion_evicts_them(
+    stack: Stack, api: aiohttp.ClientSession, res: Resources, loop: str
 ) -> None:
-    p = await share(api, mp4(2 * 1024 * 1024), "big.mp4")
+    p = await share(api, mp4(2 * 1024 * 1024 + 5), "big.mp4")
     with own_edge(stack, EDGE_EVENT_LOOP=loop) as edge:
-        assert (await get(edge.public(p)))[2] == p.data  # streamed from S3, copied to disk
-        await until(lambda: _cached_files(edge.cache_dir), "the disk cache fill")
-        [cached] = _cached_files(edge.cache_dir)
-        assert cached.read_bytes() == p.data
-        status, _, body = await get(edge.public(p), Range="bytes=1048576-1114111")
-        assert status == 206 and body == p.data[1048576:1114112]
+        assert (await get(edge.public(p)))[2] == p.data  # three slices from S3, kept on disk
+        prefix = await slice_prefix(res, p)
+        cached = [edge.cache_dir / f"{prefix}{i}" for i in range(3)]
+        assert b"".join(c.read_bytes() for c in cached) == p.data
+        status, _, body = await get(edge.public(p), Range="bytes=1048570-1114111")
+        assert status == 206 and body == p.data[1048570:1114112]
         entries = await edge.logged(2)
-        assert [e["cache"] for e in entries if e["status"] in (200, 206)] == ["miss", "disk"]
+        assert [e["cache"] for e in entries if e["status"] in (200, 206)] == ["miss", "memory"]
 
         async with api.delete(f"/v1/files/{p.file_id}") as r:
             assert r.status == 200
         assert (await get(edge.public(p)))[0] == 404  # the token is gone: no cached byte leaks
-        await until(lambda: not cached.exists(), "eviction of the deleted file's copy")
+        await until(lambda: not any(c.exists() for c in cached), "eviction of the slices")
 
 
 async def test_the_disk_cache_stays_within_its_bound(
     stack: Stack, api: aiohttp.ClientSession, res: Resources
 ) -> None:
-    # 4 MiB of cache: objects up to 1 MiB are admitted; five of 900 KiB cannot all stay.
+    # 4 MiB of cache: four slices of 1 MiB; five objects of 900 KiB cannot all stay.
     shared = [await share(api, mp4(900 * 1024), "c.mp4") for _ in range(5)]
     with own_edge(stack, EDGE_DISK_CACHE_BYTES=str(4 * 1024 * 1024)) as edge:
         for p in shared:
             assert (await get(edge.public(p)))[2] == p.data
-            copy = await disk_copy(res, edge, p)
-            await until(copy.exists, "the disk cache fill")  # the newest copy is never trimmed
+            copy = edge.cache_dir / f"{await slice_prefix(res, p)}0"
+            await until(copy.exists, "the slice on disk")  # the newest slice is never trimmed
         await until(
             lambda: 0 < sum(f.stat().st_size for f in _cached_files(edge.cache_dir)) <= 4 << 20,
             "the disk cache trimmed to its bound",
@@ -157,11 +156,12 @@ async def test_the_disk_cache_stays_within_its_bound(
             assert (await get(edge.public(p)))[2] == p.data
 
 
-async def disk_copy(res: Resources, edge: OwnEdge, p: Public) -> Path:
-    """Where the edge's disk cache keeps the current version of a shared file."""
+async def slice_prefix(res: Resources, p: Public) -> str:
+    """The name of the edge's slice files of the current version of a shared file, less
+    the slice's index (1 MiB slices)."""
     raw = await res.redis.get(token_cache.key(p.token))
     record = token_cache.UrlRecord.decode(raw)
-    return edge.cache_dir / file_name(record.object_key, record.etag)
+    return version_prefix(record.object_key, record.etag, 1024 * 1024)
 
 
 def _cached_files(directory: Path) -> list[Path]:
