@@ -114,19 +114,20 @@ report files "$files"
 
 # --- 3. the stack, the uploads, the public URLs, the second edge ---------------------------------
 read -r api_port grpc_port edge_port edge_ops_port nometrics_port nometrics_ops \
-  nolinks_port nolinks_ops <<<"$(report ports 8)"
+  nolinks_port nolinks_ops api_ops_port worker_ops_port <<<"$(report ports 10)"
 api=http://127.0.0.1:$api_port
 log "starting filecdn run (DATA_DIR=$data, API $api_port, edge $edge_port) …"
 # Its own session: a Ctrl-C reaches only this script, which stops the stack in order.
+# Every port its own (the ops ports too): other stacks on this machine hold the defaults.
 DATA_DIR=$data API_PORT=$api_port GRPC_PORT=$grpc_port EDGE_PORT=$edge_port EDGE_WORKERS=2 \
-  EDGE_OPS_PORT=$edge_ops_port EDGE_METRICS=true EDGE_LINK_STATS=true LOG_LEVEL=warning \
-  PUBLIC_BASE_URL='' \
+  OPS_PORT=$api_ops_port WORKER_OPS_PORT=$worker_ops_port EDGE_OPS_PORT=$edge_ops_port \
+  EDGE_METRICS=true EDGE_LINK_STATS=true LOG_LEVEL=warning PUBLIC_BASE_URL='' \
   setsid "$VENV/bin/filecdn" run >"$stack_log" 2>&1 </dev/null &
 run_pid=$!
 http_ok() { curl -fs -o /dev/null --max-time 2 "$1"; }
 for ((i = 0; ; i++)); do
   alive "$run_pid" || die 1 "filecdn run exited during start-up"
-  http_ok "$api/readyz" && http_ok "http://127.0.0.1:$edge_port/healthz" && [ -s "$data/demo-api-key" ] && break
+  http_ok "http://127.0.0.1:$api_ops_port/readyz" && http_ok "http://127.0.0.1:$edge_port/healthz" && [ -s "$data/demo-api-key" ] && break
   ((i < 480)) || die 1 "the stack is not ready after 240 s"
   sleep 0.5
 done
