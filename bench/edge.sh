@@ -207,7 +207,7 @@ fi
 # --- 5. verdict ----------------------------------------------------------------------------------
 {
   echo
-  echo "Edge verdict (issue 5), wrk 1 thread × ${CONNS:-32} connections, ${DURATION:-8} s per figure, median of ${RUNS:-2} run(s), $(nproc) cores:"
+  echo "Edge verdict (issues 5 and 12), wrk 1 thread × ${CONNS:-32} connections, ${DURATION:-8} s per figure, median of ${RUNS:-2} run(s), $(nproc) cores:"
   echo
   report verdict "$out"
   echo

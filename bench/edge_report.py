@@ -159,28 +159,71 @@ def verdict(
         "| Check | Edge | Peer | Ratio | Target | Verdict |",
         "|---|---:|---:|---:|---|---|",
     ]
-    r = ratio(e["small_rps"], link["small_rps"])
-    lines.append(
-        f"| Small (10 KiB) req/s vs nginx secure_link | {_fmt(e['small_rps'], '')} "
-        f"| {_fmt(link['small_rps'], '')} | {_fmt(r, 'x', 2)} | ≥ 2.0x | {result(r >= 2.0, r)} |"
+
+    def row(
+        check: str, a: float, b: float, unit: str, target: str, ok: bool, digits: int = 0
+    ) -> None:
+        r = ratio(a, b)
+        lines.append(
+            f"| {check} | {_fmt(a, unit, digits)} | {_fmt(b, unit, digits)} | {_fmt(r, 'x', 2)} "
+            f"| {target} | {result(ok, r)} |"
+        )
+
+    # Issue 12's must-show: against nginx serving its own cache (no revocation at all).
+    r = ratio(e["small_rps"], cache["small_rps"])
+    row(
+        "Small (10 KiB) req/s vs nginx proxy_cache",
+        e["small_rps"],
+        cache["small_rps"],
+        "",
+        "≥ 0.5x",
+        r >= 0.5,
     )
-    r = ratio(e["small_p99"], link["small_p99"])
-    lines.append(
-        f"| Small p99 latency vs nginx secure_link | {_fmt(e['small_p99'], 'ms', 1)} "
-        f"| {_fmt(link['small_p99'], 'ms', 1)} | {_fmt(r, 'x', 2)} | ≤ 1.0x (edge ≤ peer) "
-        f"| {result(e['small_p99'] <= link['small_p99'], r)} |"
+    row(
+        "Small p99 latency vs nginx secure_link",
+        e["small_p99"],
+        link["small_p99"],
+        "ms",
+        "≤ 1.0x (edge ≤ peer)",
+        e["small_p99"] <= link["small_p99"],
+        1,
+    )
+    r = ratio(e["range_rps"], cache["range_rps"])
+    row(
+        "64 KiB Range req/s vs nginx proxy_cache",
+        e["range_rps"],
+        cache["range_rps"],
+        "",
+        "≥ 0.5x",
+        r >= 0.5,
     )
     r = ratio(e["large_MBps"], cache["large_MBps"])
-    lines.append(
-        f"| Large (10 MiB) MB/s vs nginx proxy_cache | {_fmt(e['large_MBps'], 'MB/s')} "
-        f"| {_fmt(cache['large_MBps'], 'MB/s')} | {_fmt(r, 'x', 2)} | ≥ 1.0x "
-        f"| {result(r >= 1.0, r)} |"
+    row(
+        "Large (10 MiB) MB/s vs nginx proxy_cache",
+        e["large_MBps"],
+        cache["large_MBps"],
+        "MB/s",
+        "≥ 1.5x",
+        r >= 1.5,
+    )
+    # Issue 5's, still held.
+    r = ratio(e["small_rps"], link["small_rps"])
+    row(
+        "Small (10 KiB) req/s vs nginx secure_link",
+        e["small_rps"],
+        link["small_rps"],
+        "",
+        "≥ 2.0x",
+        r >= 2.0,
     )
     r = ratio(e["range_rps"], origin["range_rps"])
-    lines.append(
-        f"| 64 KiB Range req/s vs S3 origin | {_fmt(e['range_rps'], '')} "
-        f"| {_fmt(origin['range_rps'], '')} | {_fmt(r, 'x', 2)} | ≥ 1.0x "
-        f"| {result(r >= 1.0, r)} |"
+    row(
+        "64 KiB Range req/s vs S3 origin",
+        e["range_rps"],
+        origin["range_rps"],
+        "",
+        "≥ 1.0x",
+        r >= 1.0,
     )
     cost = 1 - ratio(e["small_rps"], nm["small_rps"])
     lines.append(
