@@ -10,11 +10,13 @@
 #      EDGE_LINK_STATS=false, and warms every URL;
 #   4. runs peers.sh with TARGET_edge, TARGET_edge_nometrics and TARGET_edge_nolinkstats, output
 #      teed to bench/out/edge-<timestamp>.txt;
-#   5. prints the issue's verdict table (markdown) computed from peers.sh's table;
+#   5. prints the issues' verdict table (markdown) computed from peers.sh's table, then measures
+#      what metrics and per-link stats cost with the three edges taking turns (interleaved);
 #   6. stops everything it started, on any exit, Ctrl-C included.
 #
 # Usage: bash bench/edge.sh   (or make bench-edge)
 #   DURATION=8 CONNS=32 RUNS=2   forwarded to peers.sh (its defaults)
+#   COST_ROUNDS=5 COST_SECONDS=5 the interleaved cost rounds (step 5)
 #   PEERS=path/to/peers.sh       another copy of the peer script (default /work/shared/bench/peers.sh)
 # Exit status: 0 when the benchmark ran (whatever the verdict), 2 when a tool is missing, else 1.
 set -euo pipefail
@@ -211,7 +213,13 @@ fi
   echo
   report verdict "$out"
   echo
-  echo "Figures on loopback are noisy (±30% run to run); the metrics and link stats costs are differences"
-  echo "of two such figures, so a few percent either way is within noise: repeat (RUNS=5) before trusting them."
+  echo "Figures on loopback are noisy (±30% run to run); the metrics and link stats costs above are"
+  echo "differences of two such figures taken a minute apart. The costs below take turns instead."
+  echo
+  # Each switch's cost again, the three edges taking turns (COST_ROUNDS rounds of COST_SECONDS
+  # each), so that the machine's drift over the run falls on all three alike.
+  report costs "${COST_ROUNDS:-5}" "${COST_SECONDS:-5}" "${CONNS:-32}" \
+    "edge=${targets_edge%% *}" "edge_nolinkstats=${targets_nolinkstats%% *}" \
+    "edge_nometrics=${targets_nometrics%% *}"
 } | tee -a "$out"
 log "output saved in ${out#"$root"/}"

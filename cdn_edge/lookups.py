@@ -28,6 +28,8 @@ import asyncio
 
 import structlog
 from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.connection import AbstractConnection
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisClusterException, RedisError
 
 from shared.token_cache import KEY_PREFIX, TokenRedis
@@ -55,6 +57,7 @@ class TokenLookups:
         self._tasks: set[asyncio.Task[None]] = set()
         self._in_flight = 0  # MGETs sent and not yet answered
         self._hold: asyncio.TimerHandle | None = None
+        self._idle: list[AbstractConnection] = []  # ours, connected, between MGETs
 
     async def get(self, token: str) -> bytes | None:
         """The raw token record as Redis holds it now, or None; RedisUnavailable if unsure."""
@@ -96,7 +99,7 @@ class TokenLookups:
                 if self._cluster is not None:
                     values = await self._cluster.mget_nonatomic(keys)
                 else:
-                    values = await self._redis.mget(keys)
+                    values = await self._mget_direct(keys)
         except (RedisError, RedisClusterException, OSError, TimeoutError) as exc:
             log.warning("token lookup failed: answering 503", error=repr(exc), batch=len(keys))
             for waiter in waiters:
@@ -112,6 +115,42 @@ class TokenLookups:
             if not waiter.done():  # a client that went away cancelled its waiter
                 waiter.set_result(value)
 
+    async def _mget_direct(self, keys: list[str]) -> list[bytes | None]:
+        """One MGET on a connection of our own, outside the client's pool.
+
+        `Redis.mget` checks a connection out of the pool under a lock, probes it, and runs
+        the command through the retry and event layers: twice the CPU of the command itself
+        (measured: 75 vs 35 µs per call). Our connections are redis-py's own, made by the
+        client's pool with its settings (timeouts, health checks); we only keep them.
+        A connection that fails is dropped, never reused. One that had been idle and fails
+        before answering (Redis restarted since) is retried once on a fresh connection: a
+        new read, sent later, so it answers at least as recently as the first would have.
+        """
+        reused = bool(self._idle)
+        conn = self._idle.pop() if reused else self._new_connection()
+        try:
+            await conn.send_command("MGET", *keys)
+            values = await conn.read_response()
+        except (RedisConnectionError, OSError):
+            await conn.disconnect(nowait=True)
+            if not reused:
+                raise
+            return await self._mget_direct(keys)  # on a fresh connection this time
+        except BaseException:
+            await conn.disconnect(nowait=True)
+            raise
+        if not isinstance(values, list):  # a protocol surprise: an error reply raises
+            await conn.disconnect(nowait=True)
+            raise RedisError(f"MGET answered {type(values).__name__}")
+        self._idle.append(conn)
+        return values
+
+    def _new_connection(self) -> AbstractConnection:
+        assert not isinstance(self._redis, RedisCluster)
+        conn = self._redis.connection_pool.make_connection()
+        assert isinstance(conn, AbstractConnection)
+        return conn
+
     async def close(self) -> None:
         if self._hold is not None:
             self._hold.cancel()
@@ -122,3 +161,6 @@ class TokenLookups:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        for conn in self._idle:
+            await conn.disconnect(nowait=True)
+        self._idle.clear()
