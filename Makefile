@@ -11,7 +11,7 @@ TOOLS_STAMP := $(TOOLS)/.installed
 PYPI := PIP_CONFIG_FILE=/dev/null PIP_FIND_LINKS=
 UV_COMPILE := $(TOOLS)/bin/uv pip compile --quiet --universal --python-version 3.11 --generate-hashes --custom-compile-command 'make lock'
 
-.PHONY: run test lint fmt lock check-deploy bench bench-upload bench-list bench-edge bench-tokens clean
+.PHONY: run test lint fmt lock check-deploy bench bench-upload bench-list bench-edge bench-tokens bench-idle clean
 
 $(STAMP): pyproject.toml requirements/dev.lock
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -47,7 +47,7 @@ lock: $(TOOLS_STAMP)
 check-deploy: $(STAMP) $(TOOLS_STAMP)
 	bash deploy/check.sh
 
-bench: bench-upload bench-list bench-edge bench-tokens
+bench: bench-upload bench-list bench-edge bench-tokens bench-idle
 
 bench-upload: $(STAMP)
 	$(BIN)/python bench/upload.py
@@ -60,6 +60,9 @@ bench-edge: $(STAMP)
 
 bench-tokens: $(STAMP)
 	$(BIN)/python bench/token_cache.py
+
+bench-idle: $(STAMP)
+	$(BIN)/python bench/idle_connections.py
 
 clean:
 	rm -rf $(VENV) .filecdn .pytest_cache .mypy_cache .ruff_cache .hypothesis .schemathesis

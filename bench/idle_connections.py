@@ -37,7 +37,9 @@ import tempfile
 import time
 import urllib.request
 from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
 from pathlib import Path
+from typing import Any
 
 from cli.embedded import Supervisor, start_valkey
 
@@ -171,11 +173,10 @@ def settle(pid: int) -> int:
     return last[-1]
 
 
-def clients(
-    port: int, n: int, procs: int
-) -> tuple[list[multiprocessing.Process], list[Connection]]:
+def clients(port: int, n: int, procs: int) -> tuple[list[BaseProcess], list[Connection]]:
     ctx = multiprocessing.get_context("spawn")
-    ps, pipes = [], []
+    ps: list[BaseProcess] = []
+    pipes: list[Connection] = []
     for i in range(procs):
         share = n // procs + (1 if i < n % procs else 0)
         mine, theirs = ctx.Pipe()
@@ -186,7 +187,8 @@ def clients(
     return ps, pipes
 
 
-def receive(pipes: list[Connection]) -> list[object]:
+def receive(pipes: list[Connection]) -> list[Any]:
+    """One message from each client: a count, a pair of counts, or a failure (str)."""
     out = []
     for pipe in pipes:
         got = pipe.recv()
@@ -211,15 +213,15 @@ def one_run(
         before = settle(pid)
         started = time.monotonic()
         ps, pipes = clients(port, args.connections, args.procs)
-        opened = sum(int(x) for x in receive(pipes))  # type: ignore[call-overload]
+        opened = sum(receive(pipes))
         open_s = time.monotonic() - started
         after = settle(pid)
         time.sleep(args.hold)
         for pipe in pipes:
             pipe.send("check")
         checks = receive(pipes)
-        alive = sum(a for a, _ in checks)  # type: ignore[misc]
-        asked = sum(b for _, b in checks)  # type: ignore[misc]
+        alive = sum(a for a, _ in checks)
+        asked = sum(b for _, b in checks)
         for pipe in pipes:
             pipe.send("close")
         for p in ps:
