@@ -40,6 +40,7 @@ _MAX_KEYS = 512  # per MGET: bounds one reply's size and the wait of the last ke
 # The longest a lookup waits for the MGET in flight before it leaves anyway (seconds): a
 # round trip on a healthy Redis is far shorter, and a hung one must not delay the next.
 _HOLD = 0.002
+_MAX_IDLE = 8  # connections kept between MGETs (one or two are in use under steady load)
 
 
 class RedisUnavailable(Exception):
@@ -142,7 +143,10 @@ class TokenLookups:
         if not isinstance(values, list):  # a protocol surprise: an error reply raises
             await conn.disconnect(nowait=True)
             raise RedisError(f"MGET answered {type(values).__name__}")
-        self._idle.append(conn)
+        if len(self._idle) < _MAX_IDLE:
+            self._idle.append(conn)
+        else:  # what a burst of parallel MGETs opened, beyond what steady load reuses
+            await conn.disconnect(nowait=True)
         return values
 
     def _new_connection(self) -> AbstractConnection:
