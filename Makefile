@@ -11,7 +11,7 @@ TOOLS_STAMP := $(TOOLS)/.installed
 PYPI := PIP_CONFIG_FILE=/dev/null PIP_FIND_LINKS=
 UV_COMPILE := $(TOOLS)/bin/uv pip compile --quiet --universal --python-version 3.11 --generate-hashes --custom-compile-command 'make lock'
 
-.PHONY: run test chaos lint fmt lock check-deploy rehearsal bench bench-upload bench-stalled bench-list bench-edge bench-tokens bench-outages scan-logs clean
+.PHONY: run test chaos lint fmt lock check-deploy rehearsal bench bench-upload bench-stalled bench-list bench-edge bench-tokens bench-outages scan-logs bench-idle clean
 
 $(STAMP): pyproject.toml requirements/dev.lock
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -55,7 +55,7 @@ check-deploy: $(STAMP) $(TOOLS_STAMP)
 rehearsal: $(STAMP)
 	$(BIN)/python bench/rehearsal.py $(REHEARSAL_ARGS)
 
-bench: bench-upload bench-stalled bench-list bench-edge bench-tokens bench-outages
+bench: bench-upload bench-stalled bench-list bench-edge bench-tokens bench-outages bench-idle
 
 bench-upload: $(STAMP)
 	$(BIN)/python bench/upload.py
@@ -78,6 +78,9 @@ bench-outages: $(STAMP)
 # Tracebacks and secrets in the logs of the last `make test` (or LOGS=/tmp/filecdn-test-*/logs).
 scan-logs: $(STAMP)
 	$(BIN)/python bench/scan_logs.py $(LOGS)
+
+bench-idle: $(STAMP)
+	$(BIN)/python bench/idle_connections.py
 
 clean:
 	rm -rf $(VENV) .filecdn .pytest_cache .mypy_cache .ruff_cache .hypothesis .schemathesis

@@ -10,11 +10,16 @@
 #      EDGE_LINK_STATS=false, and warms every URL;
 #   4. runs peers.sh with TARGET_edge, TARGET_edge_nometrics and TARGET_edge_nolinkstats, output
 #      teed to bench/out/edge-<timestamp>.txt;
-#   5. prints the issue's verdict table (markdown) computed from peers.sh's table;
+#   5. prints the issues' verdict table (markdown) computed from peers.sh's table, then measures
+#      what metrics and per-link stats cost with the three edges taking turns (interleaved);
 #   6. stops everything it started, on any exit, Ctrl-C included.
 #
 # Usage: bash bench/edge.sh   (or make bench-edge)
 #   DURATION=8 CONNS=32 RUNS=2   forwarded to peers.sh (its defaults)
+#   COST_ROUNDS=5 COST_SECONDS=5 the interleaved cost rounds (step 5)
+#   BASELINE=path/to/checkout    one more edge (target edge_baseline, in the table and in the
+#                                interleaved rounds) running that checkout's code with this venv:
+#                                before/after in one run (e.g. `git worktree add /tmp/base main`)
 #   PEERS=path/to/peers.sh       another copy of the peer script (default /work/shared/bench/peers.sh)
 # Exit status: 0 when the benchmark ran (whatever the verdict), 2 when a tool is missing, else 1.
 set -euo pipefail
@@ -114,19 +119,20 @@ report files "$files"
 
 # --- 3. the stack, the uploads, the public URLs, the second edge ---------------------------------
 read -r api_port grpc_port edge_port edge_ops_port nometrics_port nometrics_ops \
-  nolinks_port nolinks_ops <<<"$(report ports 8)"
+  nolinks_port nolinks_ops api_ops_port worker_ops_port <<<"$(report ports 10)"
 api=http://127.0.0.1:$api_port
 log "starting filecdn run (DATA_DIR=$data, API $api_port, edge $edge_port) …"
 # Its own session: a Ctrl-C reaches only this script, which stops the stack in order.
+# Every port its own (the ops ports too): other stacks on this machine hold the defaults.
 DATA_DIR=$data API_PORT=$api_port GRPC_PORT=$grpc_port EDGE_PORT=$edge_port EDGE_WORKERS=2 \
-  EDGE_OPS_PORT=$edge_ops_port EDGE_METRICS=true EDGE_LINK_STATS=true LOG_LEVEL=warning \
-  PUBLIC_BASE_URL='' \
+  OPS_PORT=$api_ops_port WORKER_OPS_PORT=$worker_ops_port EDGE_OPS_PORT=$edge_ops_port \
+  EDGE_METRICS=true EDGE_LINK_STATS=true LOG_LEVEL=warning PUBLIC_BASE_URL='' \
   setsid "$VENV/bin/filecdn" run >"$stack_log" 2>&1 </dev/null &
 run_pid=$!
 http_ok() { curl -fs -o /dev/null --max-time 2 "$1"; }
 for ((i = 0; ; i++)); do
   alive "$run_pid" || die 1 "filecdn run exited during start-up"
-  http_ok "$api/readyz" && http_ok "http://127.0.0.1:$edge_port/healthz" && [ -s "$data/demo-api-key" ] && break
+  http_ok "http://127.0.0.1:$api_ops_port/readyz" && http_ok "http://127.0.0.1:$edge_port/healthz" && [ -s "$data/demo-api-key" ] && break
   ((i < 480)) || die 1 "the stack is not ready after 240 s"
   sleep 0.5
 done
@@ -148,8 +154,8 @@ on_port() {  # url port -> the same /<token>/<name> on the edge at 127.0.0.1:por
 
 # Extra edges: the environment `filecdn run` gave its own edge (REDIS_URL, S3_*, secrets…), with
 # one switch off, their own ports and disk caches. Their own sessions, so their workers stop with them.
-extra_edge() {  # name port ops_port SETTING=value
-  local name=$1 port=$2 ops=$3 switch=$4
+extra_edge() {  # name port ops_port SETTING=value [checkout whose code it runs]
+  local name=$1 port=$2 ops=$3 switch=$4 code=${5:-}
   mkdir -p "$work/$name-cache"
   (
     while IFS= read -r -d '' kv; do export "${kv?}"; done \
@@ -157,6 +163,7 @@ extra_edge() {  # name port ops_port SETTING=value
     if [ -z "${REDIS_URL:-}" ] || [ -z "${S3_ENDPOINT:-}" ]; then log "could not read the stack's environment"; exit 1; fi
     export EDGE_PORT=$port EDGE_OPS_PORT=$ops EDGE_DISK_CACHE_DIR=$work/$name-cache EDGE_WORKERS=2 \
       EDGE_METRICS=true EDGE_LINK_STATS=true EDGE_DRAIN_DELAY=0 "$switch"
+    if [ -n "$code" ]; then export PYTHONPATH=$code; fi  # its modules before the venv's
     exec setsid "$VENV/bin/filecdn" edge --workers 2
   ) >"$work/edge-$name.log" 2>&1 </dev/null &
   edge_pids+=($!)
@@ -170,17 +177,25 @@ extra_edge() {  # name port ops_port SETTING=value
 }
 extra_edge nometrics "$nometrics_port" "$nometrics_ops" EDGE_METRICS=false
 extra_edge nolinkstats "$nolinks_port" "$nolinks_ops" EDGE_LINK_STATS=false
+targets_baseline=''
+if [ -n "${BASELINE:-}" ]; then  # before/after in one run: the same edge, another checkout's code
+  [ -f "$BASELINE/cdn_edge/handler.py" ] || die 2 "BASELINE=$BASELINE is not a checkout of this project"
+  read -r base_port base_ops <<<"$(report ports 2)"
+  extra_edge baseline "$base_port" "$base_ops" EDGE_METRICS=true "$(cd "$BASELINE" && pwd)"
+  targets_baseline="$(on_port "$small_url" "$base_port") $(on_port "$large_url" "$base_port")"
+fi
 
 targets_edge="$(on_port "$small_url" "$edge_port") $(on_port "$large_url" "$edge_port")"
 targets_nometrics="$(on_port "$small_url" "$nometrics_port") $(on_port "$large_url" "$nometrics_port")"
 targets_nolinkstats="$(on_port "$small_url" "$nolinks_port") $(on_port "$large_url" "$nolinks_port")"
-for u in $targets_edge $targets_nometrics $targets_nolinkstats; do  # warm: token, memory and disk caches
+for u in $targets_edge $targets_nometrics $targets_nolinkstats $targets_baseline; do  # warm: token, memory and disk caches
   code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 30 "$u") || true
   [ "$code" = 200 ] || die 1 "warm-up GET $u answered ${code:-nothing}"
 done
 log "edge:           $targets_edge"
 log "edge_nometrics: $targets_nometrics"
 log "edge_nolinkstats: $targets_nolinkstats"
+[ -z "$targets_baseline" ] || log "edge_baseline: $targets_baseline ($BASELINE)"
 
 # --- 4. peers.sh ---------------------------------------------------------------------------------
 mkdir -p "$root/bench/out"
@@ -191,6 +206,7 @@ out=$root/bench/out/edge-$(date -u +%Y%m%dT%H%M%SZ).txt
 } | tee "$out"
 # Its own session too (peers.sh, its wrk and weed): stopped as a group on Ctrl-C.
 # shellcheck disable=SC2016  # $1 and $2 belong to the inner shell
+if [ -n "$targets_baseline" ]; then export TARGET_edge_baseline=$targets_baseline; fi
 FILES_DIR=$files TARGET_edge=$targets_edge TARGET_edge_nometrics=$targets_nometrics \
   TARGET_edge_nolinkstats=$targets_nolinkstats \
   PATH="$work/bin:$PATH" TMPDIR=$work/peers-tmp \
@@ -206,11 +222,23 @@ fi
 # --- 5. verdict ----------------------------------------------------------------------------------
 {
   echo
-  echo "Edge verdict (issue 5), wrk 1 thread × ${CONNS:-32} connections, ${DURATION:-8} s per figure, median of ${RUNS:-2} run(s), $(nproc) cores:"
+  echo "Edge verdict (issues 5 and 12), wrk 1 thread × ${CONNS:-32} connections, ${DURATION:-8} s per figure, median of ${RUNS:-2} run(s), $(nproc) cores:"
   echo
   report verdict "$out"
   echo
-  echo "Figures on loopback are noisy (±30% run to run); the metrics and link stats costs are differences"
-  echo "of two such figures, so a few percent either way is within noise: repeat (RUNS=5) before trusting them."
+  echo "Figures on loopback are noisy (±30% run to run); the metrics and link stats costs above are"
+  echo "differences of two such figures taken a minute apart. The costs below take turns instead."
+  echo
+  # Each switch's cost again, the three edges taking turns (COST_ROUNDS rounds of COST_SECONDS
+  # each), so that the machine's drift over the run falls on all three alike.
+  report costs "${COST_ROUNDS:-5}" "${COST_SECONDS:-5}" "${CONNS:-32}" \
+    "edge=${targets_edge%% *}" "edge_nolinkstats=${targets_nolinkstats%% *}" \
+    "edge_nometrics=${targets_nometrics%% *}" \
+    ${targets_baseline:+"edge_baseline=${targets_baseline%% *}"}
+  if [ -n "$targets_baseline" ]; then
+    echo
+    echo "edge_baseline is the same edge running $BASELINE's code: a negative \"cost\" there is how"
+    echo "much faster this checkout's edge is than it, in the same rounds."
+  fi
 } | tee -a "$out"
 log "output saved in ${out#"$root"/}"

@@ -47,7 +47,14 @@ def _frozen(headers: Mapping[str, str]) -> CIMultiDictProxy[str]:
 class RecordView:
     """A decoded record with its response headers rendered."""
 
-    __slots__ = ("headers_200", "headers_304", "headers_412", "headers_416", "record")
+    __slots__ = (
+        "headers_200",
+        "headers_304",
+        "headers_412",
+        "headers_416",
+        "headers_full",
+        "record",
+    )
 
     def __init__(self, record: UrlRecord, cache_control: str) -> None:
         for value in (record.content_type, record.name, record.object_key):
@@ -70,6 +77,10 @@ class RecordView:
                 **_SAFETY,
             }
         )
+        # The whole object's 200, Content-Length included: the common answer, built once.
+        full = CIMultiDict(self.headers_200)
+        full["Content-Length"] = str(record.size)
+        self.headers_full = CIMultiDictProxy(full)
         # RFC 9110 §15.4.5: a 304 carries the validators and caching fields, not metadata.
         self.headers_304 = _frozen({**validators, **_SAFETY})
         self.headers_416 = _frozen(
