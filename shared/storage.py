@@ -44,6 +44,15 @@ _Query = dict[str, str | list[str] | tuple[str]]  # minio's query parameters
 
 
 @dataclass(frozen=True)
+class OpenUpload:
+    """A multipart upload S3 holds open: its parts cost storage until completed or aborted."""
+
+    key: str
+    upload_id: str
+    initiated: datetime | None
+
+
+@dataclass(frozen=True)
 class ObjectInfo:
     key: str
     size: int
@@ -357,6 +366,36 @@ class Storage:
             if len(out) >= _LIST_PAGE:
                 break
         return out
+
+    async def open_uploads(self, prefix: str) -> list[OpenUpload]:
+        """Every multipart upload open under prefix (an API process that died mid-upload
+        leaves one that only an abort ends)."""
+        found: list[OpenUpload] = []
+        key_marker: str | None = None
+        upload_marker: str | None = None
+        while True:
+            page = await self.run_in_thread(
+                self.client._list_multipart_uploads,
+                self.bucket,
+                prefix=prefix,
+                key_marker=key_marker,
+                upload_id_marker=upload_marker,
+                max_uploads=_LIST_PAGE,
+            )
+            found += [
+                OpenUpload(u.object_name, u.upload_id, u.initiated_time)
+                for u in page.uploads
+                if u.upload_id
+            ]
+            if not page.is_truncated or not page.uploads:
+                return found
+            # minio files NextUploadIdMarker under a wrong attribute name: use the last one.
+            key_marker, upload_marker = page.uploads[-1].object_name, page.uploads[-1].upload_id
+
+    async def abort_upload(self, upload: OpenUpload) -> None:
+        await self.run_in_thread(
+            self.client._abort_multipart_upload, self.bucket, upload.key, upload.upload_id
+        )
 
     def presigned_get(self, key: str) -> str:
         """A GET URL signed locally (no network: region is set)."""

@@ -110,6 +110,7 @@ class Reconciler:
         if full or time.monotonic() >= self.next_sweep:
             self.next_sweep = time.monotonic() + self.res.settings.sweep_interval_seconds
             stats["objects_swept"] = await self.sweep_orphans()
+            stats["uploads_aborted"] = await self.abort_abandoned_uploads()
             stats |= await retention.sweep(self.res)
         if full:
             await event_consumer.ensure_group(self.res)
@@ -231,6 +232,21 @@ class Reconciler:
         if batch:
             swept += await self._sweep_batch(batch, cutoff)
         return swept
+
+    async def abort_abandoned_uploads(self) -> int:
+        """Multipart uploads left open by an API process that died mid-upload. Only those
+        older than any live upload can be (its body deadline) and than the sweep's grace:
+        an upload under way is never cut."""
+        settings = self.res.settings
+        age = max(settings.sweep_grace_seconds, settings.upload_body_timeout)
+        cutoff = datetime.now(UTC) - timedelta(seconds=age)
+        aborted = 0
+        for upload in await self.res.storage.open_uploads("objects/"):
+            if upload.initiated is not None and upload.initiated < cutoff:
+                await self.res.storage.abort_upload(upload)
+                log.info("abandoned upload aborted", key=upload.key)
+                aborted += 1
+        return aborted
 
     async def _sweep_batch(self, batch: list[tuple[str, datetime | None]], cutoff: datetime) -> int:
         keys = [k for k, modified in batch if modified is not None and modified < cutoff]

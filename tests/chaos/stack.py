@@ -52,6 +52,8 @@ CHAOS_SETTINGS = {
     # Longer than any fault lasts: an upload whose object is complete and whose row waits
     # on a frozen PostgreSQL must not lose its object to the sweep.
     "SWEEP_GRACE_SECONDS": "15",
+    # Below that grace, so the sweep may abort a multipart upload the killed API left open.
+    "UPLOAD_BODY_TIMEOUT": "12",
     "EDGE_WORKERS": "2",
     "EDGE_DRAIN_DELAY": "0",
 }
