@@ -258,21 +258,9 @@ class EdgeHandler:
             served.status = 499
             return resp
         except OriginError as failure:
-            if resp is None:
-                log.warning("origin failed", status=failure.status, reason=failure.reason)
-                served.cache = None
-                return responses.error(failure.status)
-            log.warning("origin failed mid-body", reason=failure.reason, sent=served.sent)
-            served.status = failure.status
-            if request.transport is not None:
-                request.transport.abort()
-            return resp
+            return _origin_failed(request, resp, failure, served)
         assert resp is not None  # a range has at least one byte, so one piece
-        try:
-            await resp.write_eof()
-        except ConnectionError:
-            served.status = 499
-        return resp
+        return await _finish(resp, served)
 
     async def _stream(
         self, request: web.BaseRequest, plan: Plan, key: str, served: Served
@@ -301,23 +289,9 @@ class EdgeHandler:
             served.status = 499
             return resp
         except (OriginError, aiohttp.ClientError, TimeoutError) as exc:
-            failure = origin_error(exc)
-            if resp is None:
-                log.warning("origin failed", status=failure.status, reason=failure.reason)
-                served.cache = None
-                return responses.error(failure.status)
-            # The head is gone already: cut the connection so the client sees a short body.
-            log.warning("origin failed mid-body", reason=failure.reason, sent=served.sent)
-            served.status = failure.status
-            if request.transport is not None:
-                request.transport.abort()
-            return resp
+            return _origin_failed(request, resp, origin_error(exc), served)
         assert resp is not None  # a range has at least one byte, so one piece
-        try:
-            await resp.write_eof()
-        except ConnectionError:
-            served.status = 499
-        return resp
+        return await _finish(resp, served)
 
     def _stream_response(self, plan: Plan) -> web.StreamResponse:
         resp = web.StreamResponse(status=plan.status, headers=plan.headers)
@@ -359,3 +333,30 @@ class EdgeHandler:
             ms=round((time.perf_counter_ns() - started) / 1e6, 2),
             peer=request.remote,
         )
+
+
+def _origin_failed(
+    request: web.BaseRequest,
+    resp: web.StreamResponse | None,
+    failure: OriginError,
+    served: Served,
+) -> web.StreamResponse:
+    """S3 failed: before the head, a clean 502/504; after it, a cut connection, so the
+    client sees a short body and never a wrong one."""
+    if resp is None:
+        log.warning("origin failed", status=failure.status, reason=failure.reason)
+        served.cache = None
+        return responses.error(failure.status)
+    log.warning("origin failed mid-body", reason=failure.reason, sent=served.sent)
+    served.status = failure.status
+    if request.transport is not None:
+        request.transport.abort()
+    return resp
+
+
+async def _finish(resp: web.StreamResponse, served: Served) -> web.StreamResponse:
+    try:
+        await resp.write_eof()
+    except ConnectionError:  # the client left as the last bytes went out
+        served.status = 499
+    return resp
