@@ -107,6 +107,7 @@ class SliceCache:
         self._wait_max = wait_max  # then a waiter reads S3 itself (a filler that hung)
         self._loads: dict[str, asyncio.Task[tuple[bytes, str]]] = {}
         self._trimming: asyncio.Task[None] | None = None
+        self._trim_again = False  # slices were added while a trim was scanning
         self._versions: dict[tuple[str, str], Version] = {}
 
     @property
@@ -230,7 +231,18 @@ class SliceCache:
 
     def trim_soon(self) -> None:
         if self._trimming is None or self._trimming.done():
-            self._trimming = asyncio.get_running_loop().create_task(self.trim())
+            self._trimming = asyncio.get_running_loop().create_task(self._trim_while_asked())
+        else:
+            # The scan under way may have missed this slice, and its result replaces the
+            # estimate: scan once more after it, or the bound waits for the periodic scan.
+            self._trim_again = True
+
+    async def _trim_while_asked(self) -> None:
+        while True:
+            self._trim_again = False
+            await self.trim()
+            if not self._trim_again:
+                return
 
     async def trim(self) -> None:
         """Scan the directory (in a thread) and delete the oldest slices beyond the bound."""

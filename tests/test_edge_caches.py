@@ -8,12 +8,14 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import os
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from cdn_edge import slice_cache as slice_cache_module
 from cdn_edge.cache import MemoryCache
 from cdn_edge.origin import OriginError
 from cdn_edge.slice_cache import SliceCache, SliceMemory
@@ -298,3 +300,37 @@ async def until_true(check: Callable[[], bool]) -> None:
             return
         await asyncio.sleep(0.001)
     raise AssertionError("condition never held")
+
+
+async def test_slices_added_while_a_trim_scans_are_trimmed_right_after_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A scan's result replaces the process's estimate: slices committed after the scan and
+    before that are not in it, so the cache scans again instead of leaving the directory
+    over its bound until the periodic scan."""
+    scanned, release = threading.Event(), threading.Event()
+    scans = 0
+
+    def held_first_scan(directory: Path, max_bytes: int) -> int:
+        nonlocal scans
+        scans += 1
+        left = trim(directory, max_bytes)
+        if scans == 1:  # this scan has counted; hold it while more slices arrive
+            scanned.set()
+            release.wait(5)
+        return left
+
+    monkeypatch.setattr(slice_cache_module, "trim", held_first_scan)
+    cache = slice_cache(FakeOrigin(k=DATA), tmp_path, max_bytes=4 * SLICE)
+    v = cache.version("k", ETAG, len(DATA))
+    for index in range(5):  # the fifth goes past the bound: a trim starts
+        await cache.get(v, index)
+    await asyncio.to_thread(scanned.wait, 5)
+    for index in range(5, 7):  # committed after the scan counted
+        await cache.get(v, index)
+    release.set()
+
+    def on_disk() -> int:
+        return sum(p.stat().st_size for p in tmp_path.iterdir())
+
+    await until_true(lambda: scans >= 2 and on_disk() <= 4 * SLICE)
