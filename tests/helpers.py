@@ -266,11 +266,34 @@ async def leftovers(res: Resources) -> Leftovers:
         frozenset(keys - with_rows),
         await pending_multipart_uploads(res),
         frozenset(stray_tokens),
-        frozenset(await _stray_jobs(res)),
+        frozenset(await stray_jobs(res)),
     )
 
 
-async def _stray_jobs(res: Resources) -> set[str]:
+async def start_raw_upload(
+    stack: Stack, key: str, request_id: str, declared: int
+) -> asyncio.StreamWriter:
+    """A REST upload written by hand on a raw socket: the request's headers (declaring
+    `declared` body bytes) and the file part's head; the caller sends what it likes of the
+    body, then drops the connection the way a vanishing client does."""
+    boundary = "xyzBOUNDARYxyz"
+    head = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; '
+        f'filename="x.bin"\r\nContent-Type: application/octet-stream\r\n\r\n'
+    ).encode()
+    host, port = stack.api_url.removeprefix("http://").split(":")
+    _reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(
+        f"POST /v1/files HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {key}\r\n"
+        f"X-Request-Id: {request_id}\r\n"
+        f"Content-Type: multipart/form-data; boundary={boundary}\r\n"
+        f"Content-Length: {declared}\r\n\r\n".encode()
+        + head
+    )
+    return writer
+
+
+async def stray_jobs(res: Resources) -> set[str]:
     """Queued expiry jobs (ids per shared/scheduling.py) whose row does not exist."""
     jobs = [j.decode() for j in await res.redis.zrange(res.settings.arq_queue_name, 0, -1)]
     file_ids = {j.split(":", 1)[1] for j in jobs if j.startswith("file-expiry:")}

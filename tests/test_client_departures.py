@@ -14,7 +14,16 @@ import aiohttp
 
 from shared.resources import Resources
 from tests.conftest import Stack, TeamKey
-from tests.helpers import auth, data, init, logged, upload, wait_for, wait_for_log
+from tests.helpers import (
+    auth,
+    data,
+    init,
+    logged,
+    start_raw_upload,
+    upload,
+    wait_for,
+    wait_for_log,
+)
 
 MiB = 1024 * 1024
 
@@ -33,21 +42,8 @@ def _assert_quiet(lines: list[dict[str, Any]]) -> None:
 
 async def test_an_upload_dropped_mid_body_is_one_info_line(stack: Stack, team: TeamKey) -> None:
     request_id = uuid.uuid4().hex
-    boundary = "xyzBOUNDARYxyz"
-    head = (
-        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; '
-        f'filename="x.bin"\r\nContent-Type: application/octet-stream\r\n\r\n'
-    ).encode()
-    host, port = stack.api_url.removeprefix("http://").split(":")
-    _reader, writer = await asyncio.open_connection(host, int(port))
-    writer.write(
-        f"POST /v1/files HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {team.key}\r\n"
-        f"X-Request-Id: {request_id}\r\n"
-        f"Content-Type: multipart/form-data; boundary={boundary}\r\n"
-        f"Content-Length: {20 * MiB}\r\n\r\n".encode()
-        + head
-        + os.urandom(MiB)
-    )
+    writer = await start_raw_upload(stack, team.key, request_id, 20 * MiB)
+    writer.write(os.urandom(MiB))
     await writer.drain()
     await wait_for_log(stack, "api", event="upload started", request_id=request_id)
     writer.transport.abort()

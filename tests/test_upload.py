@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import os
 import time
@@ -20,6 +19,7 @@ from tests.helpers import (
     pending_multipart_uploads,
     png,
     snapshot,
+    start_raw_upload,
     team_rows,
     upload,
     wait_for,
@@ -186,20 +186,7 @@ async def test_client_disconnecting_mid_upload_leaves_nothing(
     """A client that sends 6 MiB (so a multipart upload is open) then vanishes."""
     before = await snapshot(res, team.team)
     request_id = uuid.uuid4().hex
-    boundary = "xyzBOUNDARYxyz"
-    head = (
-        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; '
-        f'filename="x.bin"\r\nContent-Type: application/octet-stream\r\n\r\n'
-    ).encode()
-    host, port = stack.api_url.removeprefix("http://").split(":")
-    _reader, writer = await asyncio.open_connection(host, int(port))
-    writer.write(
-        f"POST /v1/files HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {team.key}\r\n"
-        f"X-Request-Id: {request_id}\r\n"
-        f"Content-Type: multipart/form-data; boundary={boundary}\r\n"
-        f"Content-Length: {50 * 1024 * 1024}\r\n\r\n".encode()
-        + head
-    )
+    writer = await start_raw_upload(stack, team.key, request_id, 50 * 1024 * 1024)
     for _ in range(6):
         writer.write(os.urandom(1024 * 1024))
         await writer.drain()

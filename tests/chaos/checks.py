@@ -22,6 +22,7 @@ import aiohttp
 from shared import public_urls, token_cache
 from shared.resources import Resources
 from tests.chaos.history import File, History, sha256
+from tests.helpers import stray_jobs
 
 
 @dataclass
@@ -215,24 +216,10 @@ async def _jobs_and_events(res: Resources, v: Verdict) -> None:
     v.held(stray)
     v.held(pending)
     jobs = [j.decode() for j in await res.redis.zrange(res.settings.arq_queue_name, 0, -1)]
-    file_ids = [j.split(":", 1)[1] for j in jobs if j.startswith("file-expiry:")]
-    url_ids = [int(j.split(":")[1]) for j in jobs if j.startswith("url-expiry:")]
-    files = {
-        r["id"]
-        for r in await res.db.fetch("SELECT id FROM files WHERE id = any($1::text[])", file_ids)
-    }
-    urls = {
-        r["id"]
-        for r in await res.db.fetch(
-            "SELECT id FROM public_urls WHERE id = any($1::bigint[])", url_ids
-        )
-    }
+    for j in sorted(await stray_jobs(res)):
+        v.fail(stray, j)
     for j in jobs:
-        lost_file = j.startswith("file-expiry:") and j.split(":", 1)[1] not in files
-        lost_url = j.startswith("url-expiry:") and int(j.split(":")[1]) not in urls
-        if lost_file or lost_url:
-            v.fail(stray, j)
-        elif not j.startswith(("file-expiry:", "url-expiry:")):
+        if not j.startswith(("file-expiry:", "url-expiry:")):
             v.fail(stray, f"{j}: not a job this system queues")
     v.counted["queued jobs"] = len(jobs)
     summary = await res.redis.xpending(events.STREAM, events.GROUP)
