@@ -37,6 +37,9 @@ POLL_DELAY_SECONDS = 0.25
 # arq's per-queue health key (`arq.worker.check_health`; arq's default is an hour). Our
 # probes use this process's own heartbeat instead (worker/ops.py).
 HEALTH_CHECK_INTERVAL_SECONDS = 30
+# How long a stopping worker lets its loops finish the pass under way (the event consumer
+# blocks up to 1 s on its stream).
+LOOPS_GRACE_SECONDS = 3.0
 # Between two polls of a Redis that is down, as the worker's other loops wait.
 REDIS_RETRY_SECONDS = 1.0
 
@@ -101,7 +104,10 @@ def build_worker(settings: Settings) -> Worker:
 
     async def on_shutdown(ctx: dict[Any, Any]) -> None:
         ctx["stop"].set()
-        for task in ctx["loops"]:
+        # A pass under way finishes (a fold cut between its claim and its finish is only
+        # taken up LEFTOVER_AGE_MS later); one stuck on a dependency is cut.
+        _, stuck = await asyncio.wait(ctx["loops"], timeout=LOOPS_GRACE_SECONDS)
+        for task in stuck:
             task.cancel()
         await asyncio.gather(*ctx["loops"], return_exceptions=True)
         await ctx["stack"].aclose()
