@@ -100,9 +100,7 @@ async def no_leftovers(res: Resources) -> None:
     left a folding key that no fold takes up for LEFTOVER_AGE_MS, which these tests would
     count as their own leftover."""
     folder = Folder(res, leftover_age_ms=0)
-    await wait_for(
-        lambda: _fold_then_check(folder), timeout=10, what="earlier tests' folding keys"
-    )
+    await wait_for(lambda: _fold_then_check(folder), timeout=10, what="earlier tests' folding keys")
 
 
 async def _fold_then_check(folder: Folder) -> bool:
