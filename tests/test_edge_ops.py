@@ -235,6 +235,30 @@ async def test_s3_down_is_502_s3_hanging_is_504_and_both_recover(
         assert (await get(edge.public(big)))[2] == big.data
 
 
+async def test_cold_ranges_from_the_slice_cache_with_s3_down_are_a_clean_502(
+    stack: Stack, api: aiohttp.ClientSession, proxy: FaultyProxy
+) -> None:
+    big = await share(api, mp4(3 * 64 * 1024), "b.mp4")  # three slices of 64 KiB
+    with own_edge(
+        stack,
+        S3_ENDPOINT=f"http://127.0.0.1:{proxy.port}",
+        EDGE_S3_TIMEOUT="1",
+        EDGE_SLICE_BYTES=str(64 * 1024),
+        EDGE_MEMORY_CACHE_OBJECT_MAX="1024",
+    ) as edge:
+        await proxy.refuse()
+        inside = {"Range": "bytes=70000-70099"}  # one slice: the head and body in one write
+        across = {"Range": "bytes=60000-70000"}  # two slices: streamed slice by slice
+        for headers in (inside, across, {}):
+            status, _, body = await get(edge.public(big), **headers)
+            assert (status, body) == (502, b"Bad Gateway\n")
+
+        await proxy.restore()
+        assert (await get(edge.public(big), **inside))[::2] == (206, big.data[70000:70100])
+        assert (await get(edge.public(big), **across))[::2] == (206, big.data[60000:70001])
+        assert (await get(edge.public(big)))[::2] == (200, big.data)
+
+
 async def test_a_stalled_client_holds_back_s3_and_leaving_releases_the_connection(
     stack: Stack, api: aiohttp.ClientSession
 ) -> None:
