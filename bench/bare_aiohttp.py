@@ -77,9 +77,7 @@ def main() -> None:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", args.port))
     sock.listen(4096)
-    procs = [
-        multiprocessing.Process(target=serve, args=(sock, body)) for _ in range(args.workers)
-    ]
+    procs = [multiprocessing.Process(target=serve, args=(sock, body)) for _ in range(args.workers)]
     for p in procs:
         p.start()
     for p in procs:
