@@ -1,10 +1,16 @@
 """Upload benchmark: a 50 MiB file through the REST API, against a direct S3 PUT.
 
 Starts the real stack pieces (embedded PostgreSQL, Valkey, SeaweedFS; the `filecdn api`
-process), uploads RUNS times, and reports per run: throughput, and the API process's peak
-RSS growth over its idle RSS (sampled every 2 ms from another thread). The peer is the same
-bytes PUT straight into the same S3 with the minio client (multipart), in the same run.
-Prints medians and the ratio. Usage: python bench/upload.py [--runs 5] [--mib 50]
+process) and, RUNS times, in turn:
+- **api**: the file through `POST /v1/files` (multipart/form-data, streamed), measuring the
+  throughput and the API process's peak RSS growth over its idle RSS (sampled every 2 ms
+  from another thread);
+- **direct**: the same bytes PUT straight into the same S3 with the minio client (multipart);
+- **writer**: the same bytes, from memory, through the API's own S3 path (`ObjectWriter`) in
+  this process: the S3 side of an upload without the HTTP hop in front of it.
+It also reads the CPU time the API process and the S3 server (SeaweedFS) spent per upload
+from /proc. Prints medians, the median of the per-run ratios, and where the CPU went.
+Usage: python bench/upload.py [--runs 5] [--mib 50]
 """
 
 from __future__ import annotations
@@ -17,6 +23,8 @@ import statistics
 import tempfile
 import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
@@ -26,9 +34,10 @@ from cli.embedded import Supervisor, free_port, tcp_open, wait_until
 from cli.stack import filecdn_argv, stack_environment
 from shared import db, teams
 from shared.settings import Settings
-from shared.storage import PART_SIZE, Storage
+from shared.storage import PART_SIZE, ObjectWriter, Storage
 
 MiB = 1024 * 1024
+CHUNK = 256 * 1024  # what the API reads from a multipart body at a time (api/rest.py)
 
 
 class RssSampler:
@@ -75,6 +84,26 @@ async def upload(api: str, key: str, path: Path) -> float:
     return time.perf_counter() - start
 
 
+def cpu_seconds(pid: int) -> float:
+    times = psutil.Process(pid).cpu_times()
+    return float(times.user + times.system)
+
+
+async def writer_put(settings: Settings, data: bytes, n: int) -> float:
+    """The API's S3 path alone: `ObjectWriter` fed the bytes in the API's read chunks."""
+    storage = Storage(settings)
+    try:
+        start = time.perf_counter()
+        writer = ObjectWriter(storage, f"bench/writer-{n}")
+        view = memoryview(data)
+        for at in range(0, len(data), CHUNK):
+            await writer.write(bytes(view[at : at + CHUNK]))
+        await writer.finish()
+        return time.perf_counter() - start
+    finally:
+        await storage.close()
+
+
 def direct_put(settings: Settings, path: Path, n: int) -> float:
     storage = Storage(settings)
     start = time.perf_counter()
@@ -83,6 +112,17 @@ def direct_put(settings: Settings, path: Path, n: int) -> float:
             settings.s3_bucket, f"bench/direct-{n}", f, length=-1, part_size=PART_SIZE
         )
     return time.perf_counter() - start
+
+
+@dataclass(frozen=True)
+class Run:
+    api: float  # seconds
+    growth: float  # MiB
+    direct: float
+    writer: float
+    api_cpu: float  # CPU seconds of the API process during its upload
+    weed_cpu: float  # CPU seconds of the S3 server during the API upload
+    direct_weed_cpu: float  # ... and during the direct PUT
 
 
 async def make_key(dsn: str) -> str:
@@ -120,27 +160,49 @@ def main() -> None:
         size = path.stat().st_size
         asyncio.run(upload(api, key, _small(work)))  # warm the process: imports, pools, threads
 
+        weed = next(p for name, p, _ in sup.children if name == "seaweedfs").pid
+        data = path.read_bytes()
         rows = []
         for n in range(args.runs):
             idle = psutil.Process(api_proc.pid).memory_info().rss
+            api_cpu, weed_cpu = cpu_seconds(api_proc.pid), cpu_seconds(weed)
             with RssSampler(api_proc.pid) as rss:
                 secs = asyncio.run(upload(api, key, path))
+            api_cpu, weed_cpu = cpu_seconds(api_proc.pid) - api_cpu, cpu_seconds(weed) - weed_cpu
+            direct_weed = cpu_seconds(weed)
             direct = direct_put(settings, path, n)
-            rows.append((secs, (rss.peak - idle) / MiB, direct))
+            direct_weed = cpu_seconds(weed) - direct_weed
+            writer = asyncio.run(writer_put(settings, data, n))
+            row = Run(secs, (rss.peak - idle) / MiB, direct, writer, api_cpu, weed_cpu, direct_weed)
+            rows.append(row)
             print(
-                f"run {n + 1}: api {size / MiB / secs:7.1f} MiB/s  peak RSS growth "
-                f"{(rss.peak - idle) / MiB:5.1f} MiB   direct S3 {size / MiB / direct:7.1f} MiB/s"
+                f"run {n + 1}: api {size / MiB / secs:6.1f} MiB/s (peak RSS growth "
+                f"{row.growth:4.1f} MiB)  direct S3 {size / MiB / direct:6.1f}  writer "
+                f"{size / MiB / writer:6.1f}  ratio {direct / secs:4.2f}"
             )
-        api_mibs = statistics.median(size / MiB / r[0] for r in rows)
-        direct_mibs = statistics.median(size / MiB / r[2] for r in rows)
-        growth = statistics.median(r[1] for r in rows)
+
+        def mibs(pick: Callable[[Run], float]) -> float:
+            return statistics.median(size / MiB / pick(r) for r in rows)
+
+        def med(pick: Callable[[Run], float]) -> float:
+            return statistics.median(pick(r) for r in rows)
+
         print(f"\n{args.mib} MiB upload, median of {args.runs}:")
-        print(f"  API (multipart/form-data -> S3 multipart)  {api_mibs:7.1f} MiB/s")
-        print(f"  direct S3 PUT (minio, same bytes)          {direct_mibs:7.1f} MiB/s")
-        print(f"  ratio API / direct                         {api_mibs / direct_mibs:7.2f}")
+        print(f"  API (multipart/form-data -> S3 multipart)  {mibs(lambda r: r.api):7.1f} MiB/s")
+        print(f"  direct S3 PUT (minio, same bytes)          {mibs(lambda r: r.direct):7.1f} MiB/s")
+        print(f"  writer: the API's S3 path alone, in memory {mibs(lambda r: r.writer):7.1f} MiB/s")
+        api_ratio = med(lambda r: r.direct / r.api)
+        writer_ratio = med(lambda r: r.direct / r.writer)
+        print(f"  ratio API / direct, median of the runs'    {api_ratio:7.2f}")
+        print(f"  ratio writer / direct, the same            {writer_ratio:7.2f}")
         print(
-            f"  API peak RSS growth: median {growth:.1f} MiB, max {max(r[1] for r in rows):.1f}"
-            f" MiB (target < 16 MiB)"
+            f"  CPU per upload: API process {med(lambda r: r.api_cpu):.3f} s, S3 server "
+            f"{med(lambda r: r.weed_cpu):.3f} s (direct PUT: S3 server "
+            f"{med(lambda r: r.direct_weed_cpu):.3f} s), on {os.cpu_count()} cores"
+        )
+        print(
+            f"  API peak RSS growth: median {med(lambda r: r.growth):.1f} MiB, max "
+            f"{max(r.growth for r in rows):.1f} MiB (target < 16 MiB)"
         )
     finally:
         sup.close()
