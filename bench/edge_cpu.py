@@ -4,7 +4,10 @@ req/s on a machine shared with other work moves ±30% with the neighbours' load;
 time the edge's processes spend per request does not (much): it is what this script
 measures. For each URL it runs wrk (`--rounds` rounds of `--seconds`, the URLs taking
 turns) and reads the edge processes' user and system CPU from /proc before and after:
-CPU µs per request, median of the rounds. With `--profile`, it then samples the edge with
+CPU µs per request, median of the rounds, beside wrk's own CPU share: at 100% (one core,
+all the time) the figure is the load generator's ceiling, not the server's, as it is for a
+10 MiB object on loopback (README). `bench/bare_aiohttp.py` is the peer to measure beside
+the edge: aiohttp alone, answering from memory. With `--profile`, it then samples the edge with
 py-spy (`pip install py-spy`; not a project dependency) under the same load and prints the
 share of samples per module and the top frames, the time in socket writes left out (py-spy
 samples wall time, and a process preempted inside write(2) by the client it just woke
@@ -24,11 +27,14 @@ import argparse
 import collections
 import os
 import re
+import resource
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 _TCK = os.sysconf("SC_CLK_TCK")
@@ -53,16 +59,34 @@ def cpu_seconds(pid: int) -> tuple[float, float]:
     return user / _TCK, system / _TCK
 
 
-def wrk(url: str, seconds: float, conns: int, script: str | None) -> tuple[int, float]:
+@dataclass(frozen=True)
+class Wrk:
+    requests: int
+    rps: float
+    mbps: float  # response bytes, MB/s
+    cpu: float  # wrk's own CPU time over the run's wall time (1.0: one core, all the time)
+
+
+_UNITS = {"B": 1e-6, "KB": 1e-3, "MB": 1.0, "GB": 1e3}
+
+
+def wrk(url: str, seconds: float, conns: int, script: str | None) -> Wrk:
     argv = ["wrk", "-t1", f"-c{conns}", f"-d{seconds:g}s", "--latency"]
     if script:
         argv += ["-s", script]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.monotonic()
     out = subprocess.run([*argv, url], capture_output=True, text=True, check=True).stdout
+    wall = time.monotonic() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     n = re.search(r"(\d+) requests in", out)
     rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
-    if n is None or rps is None or "Non-2xx" in out:
+    mbs = re.search(r"Transfer/sec:\s+([\d.]+)(B|KB|MB|GB)", out)
+    if n is None or rps is None or mbs is None or "Non-2xx" in out:
         raise SystemExit(f"edge_cpu: wrk on {url} failed:\n{out}")
-    return int(n.group(1)), float(rps.group(1))
+    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    mbps = float(mbs.group(1)) * _UNITS[mbs.group(2)]
+    return Wrk(int(n.group(1)), float(rps.group(1)), mbps, cpu / wall)
 
 
 def profile(pid: int, url: str, seconds: int, conns: int, script: str | None, top: int) -> None:
@@ -147,23 +171,32 @@ def main() -> None:
         if a.range:
             script = str(Path(tmp) / "range.lua")
             Path(script).write_text(f'wrk.headers["Range"] = "{a.range}"\n')
-        got: dict[str, list[tuple[float, float, float]]] = {u: [] for u in a.urls}
+        got: dict[str, list[tuple[float, float, Wrk]]] = {u: [] for u in a.urls}
         for r in range(a.rounds):
             turn = a.urls[r % len(a.urls) :] + a.urls[: r % len(a.urls)]
             for url in turn:
                 pid = pids[a.urls.index(url)]
                 u0, s0 = cpu_seconds(pid)
-                n, rps = wrk(url, a.seconds, a.conns, script)
+                w = wrk(url, a.seconds, a.conns, script)
                 u1, s1 = cpu_seconds(pid)
-                got[url].append(((u1 - u0) * 1e6 / n, (s1 - s0) * 1e6 / n, rps))
+                got[url].append(((u1 - u0) * 1e6 / w.requests, (s1 - s0) * 1e6 / w.requests, w))
         print(f"CPU per request, median of {a.rounds} rounds (wrk 1 thread x {a.conns}):")
-        print(f"{'user µs':>9} {'sys µs':>8} {'total µs':>9} {'req/s':>8}  url")
+        print(
+            f"{'user µs':>9} {'sys µs':>8} {'total µs':>9} {'req/s':>8} {'MB/s':>7} {'wrk':>5}  url"
+        )
         for url, rows in got.items():
             user = statistics.median(x[0] for x in rows)
             system = statistics.median(x[1] for x in rows)
             total = statistics.median(x[0] + x[1] for x in rows)
-            rps = statistics.median(x[2] for x in rows)
-            print(f"{user:9.1f} {system:8.1f} {total:9.1f} {rps:8,.0f}  {url}")
+            rps = statistics.median(x[2].rps for x in rows)
+            mbps = statistics.median(x[2].mbps for x in rows)
+            client = statistics.median(x[2].cpu for x in rows)
+            print(
+                f"{user:9.1f} {system:8.1f} {total:9.1f} {rps:8,.0f} {mbps:7,.0f} {client:5.0%}",
+                url,
+            )
+        print("wrk: the load generator's own CPU over the run (100%: one core, all the time;")
+        print("at 100% the figure is the client's ceiling, not the server's).")
         if a.profile:
             profile(pids[0], a.urls[0], 12, a.conns, script, a.profile)
 
