@@ -6,7 +6,7 @@ own; UNAVAILABLE for a dependency that failed, refused or timed out (PostgreSQL,
 refuse); INTERNAL for anything else (logged here, never shown). Then the error's HTTP status
 and gRPC code (`shared/errors.py`) give the answer: REST's body is upstream's shape
 `{"code": "<gRPC status phrase>", "error": "<message>"}`, gRPC's details the same message;
-a REST 503 also says when to retry (`Retry-After`).
+a 429 or 503 also says when to retry (REST's `Retry-After`, gRPC's trailing metadata).
 """
 
 from __future__ import annotations
@@ -80,7 +80,24 @@ def rest_response(exc: Exception) -> web.Response:
     return error_response(err.http_status, err.grpc_code, err.message, headers or None)
 
 
+Trailers = tuple[tuple[str, str], ...]
+
+
+def grpc_answer(exc: Exception) -> tuple[grpc.StatusCode, str, Trailers]:
+    """The status, details and trailing metadata a failed RPC answers with. When to retry
+    goes as `retry-after` (seconds, as REST's header) and as `grpc-retry-pushback-ms`, the
+    server pushback a gRPC client's retry policy waits for (gRFC A6)."""
+    err = as_domain_error(exc)
+    trailers: Trailers = ()
+    if err.retry_after is not None:
+        trailers = (
+            ("retry-after", str(err.retry_after)),
+            ("grpc-retry-pushback-ms", str(err.retry_after * 1000)),
+        )
+    return grpc.StatusCode[err.grpc_code], err.message, trailers
+
+
 def grpc_status(exc: Exception) -> tuple[grpc.StatusCode, str]:
     """The status and details a failed RPC answers with."""
-    err = as_domain_error(exc)
-    return grpc.StatusCode[err.grpc_code], err.message
+    code, details, _ = grpc_answer(exc)
+    return code, details

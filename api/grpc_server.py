@@ -19,7 +19,7 @@ from xai_sdk.proto import files_pb2, files_pb2_grpc
 
 from api.auth import authenticate
 from api.body_clock import BodyClock
-from api.errors import grpc_status
+from api.errors import grpc_answer
 from api.request_metrics import RequestCounter
 from shared import files, pagination, public_urls, rules
 from shared.actors import Caller
@@ -142,8 +142,8 @@ class _Call:
             if isinstance(exc, asyncio.CancelledError):
                 self.code = grpc.StatusCode.CANCELLED
             elif isinstance(exc, Exception) and not isinstance(exc, grpc.aio.AbortError):
-                self.code, details = grpc_status(exc)
-                await self.context.abort(self.code, details)  # raises AbortError
+                self.code, details, trailers = grpc_answer(exc)
+                await self.context.abort(self.code, details, trailers)  # raises AbortError
         finally:
             elapsed = time.perf_counter() - self.started
             self.requests.grpc(self.method, self.code, elapsed)

@@ -207,6 +207,7 @@ class GrpcAnswer:
     code: str
     details: str
     seconds: float
+    trailers: dict[str, str] = field(default_factory=dict)
 
 
 async def rest_probe(api_url: str, key: str, dependency: str, file_id: str) -> RestAnswer:
@@ -258,7 +259,9 @@ async def grpc_probe(target: str, key: str, dependency: str, file_id: str) -> Gr
                     timeout=120,
                 )
         except grpc.aio.AioRpcError as err:
-            return GrpcAnswer(err.code().name, err.details() or "", time.perf_counter() - started)
+            trailers = {k: str(v) for k, v in err.trailing_metadata() or ()}
+            seconds = time.perf_counter() - started
+            return GrpcAnswer(err.code().name, err.details() or "", seconds, trailers)
     return GrpcAnswer("OK", "", time.perf_counter() - started)
 
 

@@ -98,6 +98,8 @@ async def test_an_outage_is_503_and_unavailable_then_recovers(
         "error": UNAVAILABLE_MESSAGE,
     }
     assert (outcome.grpc.code, outcome.grpc.details) == ("UNAVAILABLE", UNAVAILABLE_MESSAGE)
+    assert outcome.grpc.trailers["retry-after"] == "1"
+    assert outcome.grpc.trailers["grpc-retry-pushback-ms"] == "1000"
 
 
 async def test_s3_failing_mid_download_cuts_the_connection(

@@ -10,7 +10,7 @@ import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from api.auth import bearer_key
-from api.errors import PHRASES, grpc_status, rest_response
+from api.errors import PHRASES, grpc_answer, grpc_status, rest_response
 from shared import errors
 
 # The wire contract (files-api.md): REST status, gRPC status.
@@ -62,6 +62,16 @@ def test_retryable_errors_say_when_to_retry_on_rest() -> None:
     assert headers["Retry-After"] == "3"
     _, _, headers = _rest(errors.InvalidArgument("bad"))
     assert "Retry-After" not in headers
+
+
+def test_retryable_errors_say_when_to_retry_on_grpc_too() -> None:
+    assert grpc_answer(errors.Unavailable("busy"))[2] == (
+        ("retry-after", "1"),
+        ("grpc-retry-pushback-ms", "1000"),
+    )
+    trailers = grpc_answer(errors.TooManyRequests("too many uploads", retry_after=3))[2]
+    assert dict(trailers) == {"retry-after": "3", "grpc-retry-pushback-ms": "3000"}
+    assert grpc_answer(errors.InvalidArgument("bad"))[2] == ()
 
 
 def test_redis_down_is_unavailable_on_both() -> None:

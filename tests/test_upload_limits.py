@@ -180,6 +180,7 @@ async def test_uploads_past_the_team_limit_are_429_with_retry_after_and_leave_no
                 await stub.UploadFile(_chunks([init()]), metadata=auth(team))
             assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
             assert err.value.details() == body["error"]
+            assert ("retry-after", "1") in (err.value.trailing_metadata() or ())
         # Another team is not held back by this one.
         async with team_client(limited_api.url, other) as api:
             others = await upload(api, png())
