@@ -180,7 +180,7 @@ async def test_uploads_past_the_team_limit_are_429_with_retry_after_and_leave_no
                 await stub.UploadFile(_chunks([init()]), metadata=auth(team))
             assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
             assert err.value.details() == body["error"]
-            assert ("retry-after", "1") in (err.value.trailing_metadata() or ())
+            assert dict(err.value.trailing_metadata() or ())["retry-after"] == "1"
         # Another team is not held back by this one.
         async with team_client(limited_api.url, other) as api:
             others = await upload(api, png())
@@ -265,6 +265,58 @@ async def _same(res: Resources, team: TeamKey, before: object) -> bool:
 
 async def _nothing_left_since(res: Resources, before: Any) -> bool:
     return not (await leftovers(res)).since(before)
+
+
+# --- the process's upload memory -----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def frugal_api(stack: Stack) -> Iterator[OwnApi]:
+    with own_api(
+        stack, "frugal-api", UPLOAD_MEMORY_BUDGET_BYTES=str(16 * MiB), UPLOAD_MEMORY_WAIT="1"
+    ) as api:
+        yield api
+
+
+async def test_an_upload_with_no_memory_free_waits_then_is_503_and_leaves_nothing(
+    stack: Stack, res: Resources, frugal_api: OwnApi
+) -> None:
+    """Three stalled uploads hold almost the whole budget in buffered chunks (each below
+    one S3 part, so nothing is sent on); a fourth waits for room, unread, then gets 503."""
+    team = await new_team(res)
+    before, everything = await snapshot(res, team.team), await leftovers(res)
+    held = [RawUpload(stack, frugal_api, team) for _ in range(3)]
+    for h in held:
+        await h.start(png(PART_SIZE - 128 * KiB))
+        await h.admitted()
+    late = RawUpload(stack, frugal_api, team)
+    try:
+        await late.start()
+        await late.admitted()
+
+        async def send_more() -> None:
+            with contextlib.suppress(ConnectionError):  # the answer may come first
+                await late.send(os.urandom(4 * MiB))
+
+        sending = asyncio.create_task(send_more())
+        status, headers, body = await late.response()
+        await sending
+    finally:
+        await late.close()
+        for h in held:
+            await h.close()
+    assert status == 503, body
+    assert headers["retry-after"] == "1"
+    assert body == {
+        "code": "The service is currently unavailable",
+        "error": "the server has no memory free for this upload now; retry later",
+    }
+    await wait_for(
+        lambda: _nothing_left_since(res, everything), what="the dropped uploads to be cleaned up"
+    )
+    assert await snapshot(res, team.team) == before
+    async with team_client(frugal_api.url, team) as api:  # the memory was given back
+        await upload(api, png(8 * MiB))
 
 
 # --- slow senders ---------------------------------------------------------------------------
