@@ -8,7 +8,8 @@ gets the same 404. Only then are bytes chosen, from the cheapest place that has 
 - small objects (EDGE_MEMORY_CACHE_OBJECT_MAX) from process memory, fetched once;
 - larger ones from the slice cache (`cdn_edge.slice_cache`): the range's slices, each from
   memory, the machine's disk or one ranged S3 GET per machine, written as they come with
-  the next slice loading meanwhile;
+  the next slice loading meanwhile (a range one slice holds leaves with its head in one
+  write);
 - anything else (the slice cache off) streamed from S3 in chunks, with the client's
   back-pressure, and the S3 response closed the moment the client goes away (the handler
   is cancelled).

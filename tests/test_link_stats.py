@@ -338,6 +338,41 @@ async def test_the_worker_folds_within_seconds_and_the_endpoint_shows_it(
     assert after["last_accessed_at"] == (now_ms + 900) // 1000
 
 
+async def test_a_worker_stopped_mid_fold_finishes_its_pass_and_leaves_no_folding_key(
+    stack: Stack, res: Resources
+) -> None:
+    """A rollout stops workers at any moment: the pass under way ends before the worker does,
+    rather than leaving a registered key for another worker LEFTOVER_AGE_MS later."""
+    # A backlog (the worker was down) big enough that its pass, split into parts of a
+    # transaction each, takes most of a second; it appears whole once the worker is up, so
+    # that one pass claims all of it.
+    counts = {f"notAToken{i:08d}": LinkCount(1, 10) for i in range(30_000)}
+    await flush(res, counts, int(time.time() * 1000))
+    backlog = f"{link_stats.PENDING_KEY}:test-backlog"
+    await res.redis.rename(link_stats.PENDING_KEY, backlog)
+    worker = WorkerHandle(stack)
+    worker.start()
+    try:
+        await wait_for(lambda: _healthy(worker), timeout=30, what="the worker")
+        await res.redis.rename(backlog, link_stats.PENDING_KEY)  # all of it, at once
+        deadline = time.monotonic() + 30
+        while not await res.redis.zcard(REGISTRY_KEY):  # claimed: the pass has begun
+            assert time.monotonic() < deadline, "the worker did not claim the counts"
+            await asyncio.sleep(0.001)
+    finally:
+        await asyncio.to_thread(worker.stop)  # SIGTERM, mid-pass
+    assert await nothing_left(res)
+    assert not await res.redis.exists(link_stats.PENDING_KEY)
+
+
+async def _healthy(worker: WorkerHandle) -> bool:
+    try:
+        async with aiohttp.ClientSession() as s, s.get(worker.ops_url + "/healthz") as r:
+            return r.status == 200
+    except aiohttp.ClientError:
+        return False
+
+
 async def test_gets_over_two_edge_workers_are_exact_at_the_endpoint_within_seconds(
     stack: Stack, res: Resources, api: aiohttp.ClientSession, worker: WorkerHandle
 ) -> None:

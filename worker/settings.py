@@ -39,7 +39,7 @@ POLL_DELAY_SECONDS = 0.25
 HEALTH_CHECK_INTERVAL_SECONDS = 30
 # How long a stopping worker lets its loops finish the pass under way (the event consumer
 # blocks up to 1 s on its stream).
-LOOPS_GRACE_SECONDS = 3.0
+LOOPS_GRACE_SECONDS = 5.0
 # Between two polls of a Redis that is down, as the worker's other loops wait.
 REDIS_RETRY_SECONDS = 1.0
 
