@@ -19,12 +19,12 @@ import asyncio
 import os
 import statistics
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 import aiohttp
 import psutil
+from rss_sampler import RssSampler
 
 from cli.embedded import Supervisor, free_port, tcp_open, wait_until
 from cli.stack import filecdn_argv, stack_environment
@@ -35,31 +35,6 @@ from shared.settings import Settings
 KiB = 1024
 MiB = 1024 * KiB
 BOUNDARY = "benchboundary"
-
-
-class RssSampler:
-    """Peak RSS of a process while a block runs, sampled from a thread."""
-
-    def __init__(self, pid: int, interval: float = 0.02) -> None:
-        self.proc = psutil.Process(pid)
-        self.interval = interval
-        self.peak = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self.proc.memory_info().rss)
-            time.sleep(self.interval)
-
-    def __enter__(self) -> RssSampler:
-        self.peak = self.proc.memory_info().rss
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
 
 
 class StalledUpload:
@@ -178,7 +153,7 @@ async def run(
 
     stop = asyncio.Event()
     stalled = [StalledUpload(port, stall_keys[i // per_team]) for i in range(args.clients)]
-    with RssSampler(api_pid) as rss:
+    with RssSampler(api_pid, interval=0.02) as rss:
         others = asyncio.ensure_future(other_requests(api, reader_key, file_id, stop))
         t0 = time.perf_counter()
         await asyncio.gather(*(u.start() for u in stalled))

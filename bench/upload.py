@@ -21,7 +21,6 @@ import io
 import os
 import statistics
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from pathlib import Path
 
 import aiohttp
 import psutil
+from rss_sampler import RssSampler
 
 from cli.embedded import Supervisor, free_port, tcp_open, wait_until
 from cli.stack import filecdn_argv, stack_environment
@@ -38,31 +38,6 @@ from shared.storage import PART_SIZE, ObjectWriter, Storage
 
 MiB = 1024 * 1024
 CHUNK = 256 * 1024  # what the API reads from a multipart body at a time (api/rest.py)
-
-
-class RssSampler:
-    """Peak RSS of a process while a block runs, sampled from a thread."""
-
-    def __init__(self, pid: int, interval: float = 0.002) -> None:
-        self.proc = psutil.Process(pid)
-        self.interval = interval
-        self.peak = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self.proc.memory_info().rss)
-            time.sleep(self.interval)
-
-    def __enter__(self) -> RssSampler:
-        self.peak = self.proc.memory_info().rss
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
 
 
 async def upload(api: str, key: str, path: Path) -> float:
@@ -166,7 +141,7 @@ def main() -> None:
         for n in range(args.runs):
             idle = psutil.Process(api_proc.pid).memory_info().rss
             api_cpu, weed_cpu = cpu_seconds(api_proc.pid), cpu_seconds(weed)
-            with RssSampler(api_proc.pid) as rss:
+            with RssSampler(api_proc.pid, interval=0.002) as rss:
                 secs = asyncio.run(upload(api, key, path))
             api_cpu, weed_cpu = cpu_seconds(api_proc.pid) - api_cpu, cpu_seconds(weed) - weed_cpu
             direct_weed = cpu_seconds(weed)
