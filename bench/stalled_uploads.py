@@ -18,16 +18,13 @@ import argparse
 import asyncio
 import os
 import statistics
-import tempfile
 import time
-from pathlib import Path
 
 import aiohttp
 import psutil
+from api_stack import api_stack
 from rss_sampler import RssSampler
 
-from cli.embedded import Supervisor, free_port, tcp_open, wait_until
-from cli.stack import filecdn_argv, stack_environment
 from shared import db, teams
 from shared.resources import open_resources
 from shared.settings import Settings
@@ -197,20 +194,8 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=10.0, help="how long they stall")
     ap.add_argument("--idle-timeout", type=float, default=20.0, help="UPLOAD_IDLE_TIMEOUT")
     args = ap.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="filecdn-bench-stalled-"))
-    sup = Supervisor(work / "logs")
-    try:
-        env = stack_environment(sup, work / "data", dict(os.environ), test_mode=True)
-        port = free_port()
-        env.update(API_PORT=str(port), GRPC_PORT=str(free_port()), OPS_PORT=str(free_port()))
-        env.update(LOG_LEVEL="warning", UPLOAD_IDLE_TIMEOUT=str(args.idle_timeout))
-        asyncio.run(db.migrate(env["DATABASE_URL"]))
-        api_proc = sup.start("api", filecdn_argv("api"), env=env)
-        wait_until(lambda: tcp_open("127.0.0.1", port), 60, "API")
-        settings = Settings.from_env(env)
-        asyncio.run(run(f"http://127.0.0.1:{port}", port, api_proc.pid, settings, args))
-    finally:
-        sup.close()
+    with api_stack("filecdn-bench-stalled-", UPLOAD_IDLE_TIMEOUT=str(args.idle_timeout)) as stack:
+        asyncio.run(run(stack.url, stack.port, stack.proc.pid, stack.settings, args))
 
 
 if __name__ == "__main__":

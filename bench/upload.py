@@ -20,7 +20,6 @@ import asyncio
 import io
 import os
 import statistics
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,10 +27,9 @@ from pathlib import Path
 
 import aiohttp
 import psutil
+from api_stack import api_stack
 from rss_sampler import RssSampler
 
-from cli.embedded import Supervisor, free_port, tcp_open, wait_until
-from cli.stack import filecdn_argv, stack_environment
 from shared import db, teams
 from shared.settings import Settings
 from shared.storage import PART_SIZE, ObjectWriter, Storage
@@ -115,19 +113,9 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--mib", type=int, default=50)
     args = ap.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="filecdn-bench-upload-"))
-    sup = Supervisor(work / "logs")
-    try:
-        env = stack_environment(sup, work / "data", dict(os.environ), test_mode=True)
-        port = free_port()
-        env.update(API_PORT=str(port), GRPC_PORT=str(free_port()), OPS_PORT=str(free_port()))
-        env.update(LOG_LEVEL="warning")
-        asyncio.run(db.migrate(env["DATABASE_URL"]))
-        key = asyncio.run(make_key(env["DATABASE_URL"]))
-        api_proc = sup.start("api", filecdn_argv("api"), env=env)
-        wait_until(lambda: tcp_open("127.0.0.1", port), 60, "API")
-        api = f"http://127.0.0.1:{port}"
-        settings = Settings.from_env(env)
+    with api_stack("filecdn-bench-upload-") as stack:
+        key = asyncio.run(make_key(stack.settings.database_url))
+        api, api_proc, settings, work = stack.url, stack.proc, stack.settings, stack.work
         path = work / "blob.bin"
         with path.open("wb") as f:
             for _ in range(args.mib):
@@ -135,7 +123,7 @@ def main() -> None:
         size = path.stat().st_size
         asyncio.run(upload(api, key, _small(work)))  # warm the process: imports, pools, threads
 
-        weed = next(p for name, p, _ in sup.children if name == "seaweedfs").pid
+        weed = next(p for name, p, _ in stack.sup.children if name == "seaweedfs").pid
         data = path.read_bytes()
         rows = []
         for n in range(args.runs):
@@ -179,8 +167,6 @@ def main() -> None:
             f"  API peak RSS growth: median {med(lambda r: r.growth):.1f} MiB, max "
             f"{max(r.growth for r in rows):.1f} MiB (target < 16 MiB)"
         )
-    finally:
-        sup.close()
 
 
 def _small(work: Path) -> Path:
