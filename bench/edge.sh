@@ -8,11 +8,15 @@
 #      REST API and creates public URLs; starts two more edges (`filecdn edge`) with the stack's
 #      environment, their own ports and disk caches, one with EDGE_METRICS=false and one with
 #      EDGE_LINK_STATS=false, and warms every URL;
-#   4. runs peers.sh with TARGET_edge, TARGET_edge_nometrics and TARGET_edge_nolinkstats, output
-#      teed to bench/out/edge-<timestamp>.txt;
-#   5. prints the issues' verdict table (markdown) computed from peers.sh's table, then measures
-#      what metrics and per-link stats cost with the three edges taking turns (interleaved);
-#   6. stops everything it started, on any exit, Ctrl-C included.
+#   4. starts aiohttp alone (bench/bare_aiohttp.py, 2 workers) answering the same files from
+#      memory, and the same with the edge's token lookup per request: the ceilings of any edge
+#      built on aiohttp (and redis-py), measured as peers;
+#   5. runs peers.sh with TARGET_edge, TARGET_edge_nometrics, TARGET_edge_nolinkstats,
+#      TARGET_aiohttp_bare and TARGET_aiohttp_lookup, output teed to bench/out/edge-<timestamp>.txt;
+#   6. prints the issues' verdict table (markdown) computed from peers.sh's table, and the
+#      ceiling table (nginx-cache, the two ceilings, the edge), then measures what metrics and
+#      per-link stats cost with the three edges taking turns (interleaved);
+#   7. stops everything it started, on any exit, Ctrl-C included.
 #
 # Usage: bash bench/edge.sh   (or make bench-edge)
 #   DURATION=8 CONNS=32 RUNS=2   forwarded to peers.sh (its defaults)
@@ -86,7 +90,7 @@ cleanup() {
   done
   for f in "${edge_pids[@]}"; do
     if alive "$f"; then
-      stop_group "$f" 10 "an extra edge"
+      stop_group "$f" 10 "an extra edge or aiohttp_bare"
       wait "$f" 2>/dev/null
     fi
   done
@@ -185,6 +189,35 @@ if [ -n "${BASELINE:-}" ]; then  # before/after in one run: the same edge, anoth
   targets_baseline="$(on_port "$small_url" "$base_port") $(on_port "$large_url" "$base_port")"
 fi
 
+# --- 4. the ceiling -----------------------------------------------------------------------------
+# aiohttp alone (bench/bare_aiohttp.py, 2 workers), answering the same files from memory with the
+# edge's headers and nothing else; and the same plus the edge's token lookup per request
+# (TokenLookups on the stack's Redis): the floor of any edge on aiohttp and redis-py.
+bare_server() {  # name port [--redis URL]: started in its own session, stopped with the edges
+  local name=$1 port=$2 i
+  shift 2
+  setsid "$PY" "$root/bench/bare_aiohttp.py" "$port" "$files/small.png" "$files/large.mp4" \
+    --workers 2 "$@" >"$work/edge-$name.log" 2>&1 </dev/null &
+  edge_pids+=($!)
+  for ((i = 0; ; i++)); do
+    alive "${edge_pids[-1]}" || die 1 "$name (bench/bare_aiohttp.py) exited during start-up"
+    # any answer will do: the lookup server answers an unknown token 404
+    [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "http://127.0.0.1:$port/x/small.png")" != 000 ] && break
+    ((i < 60)) || die 1 "$name (bench/bare_aiohttp.py) is not ready after 30 s"
+    sleep 0.5
+  done
+}
+token_of() { local rest=${1%/*}; echo "${rest##*/}"; }
+stack_redis=$(report stack-env "$run_pid" "$stack_log" "$data" | tr '\0' '\n' \
+  | sed -n 's/^REDIS_URL=//p' | head -n 1)
+[ -n "$stack_redis" ] || die 1 "could not read the stack's REDIS_URL"
+read -r bare_port lookup_port <<<"$(report ports 2)"
+bare_server aiohttp_bare "$bare_port"
+bare_server aiohttp_lookup "$lookup_port" --redis "$stack_redis"
+targets_bare="http://127.0.0.1:$bare_port/bare/small.png http://127.0.0.1:$bare_port/bare/large.mp4"
+targets_lookup="http://127.0.0.1:$lookup_port/$(token_of "$small_url")/small.png"
+targets_lookup+=" http://127.0.0.1:$lookup_port/$(token_of "$large_url")/large.mp4"
+
 targets_edge="$(on_port "$small_url" "$edge_port") $(on_port "$large_url" "$edge_port")"
 targets_nometrics="$(on_port "$small_url" "$nometrics_port") $(on_port "$large_url" "$nometrics_port")"
 targets_nolinkstats="$(on_port "$small_url" "$nolinks_port") $(on_port "$large_url" "$nolinks_port")"
@@ -197,7 +230,7 @@ log "edge_nometrics: $targets_nometrics"
 log "edge_nolinkstats: $targets_nolinkstats"
 [ -z "$targets_baseline" ] || log "edge_baseline: $targets_baseline ($BASELINE)"
 
-# --- 4. peers.sh ---------------------------------------------------------------------------------
+# --- 5. peers.sh ---------------------------------------------------------------------------------
 mkdir -p "$root/bench/out"
 out=$root/bench/out/edge-$(date -u +%Y%m%dT%H%M%SZ).txt
 {
@@ -208,7 +241,8 @@ out=$root/bench/out/edge-$(date -u +%Y%m%dT%H%M%SZ).txt
 # shellcheck disable=SC2016  # $1 and $2 belong to the inner shell
 if [ -n "$targets_baseline" ]; then export TARGET_edge_baseline=$targets_baseline; fi
 FILES_DIR=$files TARGET_edge=$targets_edge TARGET_edge_nometrics=$targets_nometrics \
-  TARGET_edge_nolinkstats=$targets_nolinkstats \
+  TARGET_edge_nolinkstats=$targets_nolinkstats TARGET_aiohttp_bare=$targets_bare \
+  TARGET_aiohttp_lookup=$targets_lookup \
   PATH="$work/bin:$PATH" TMPDIR=$work/peers-tmp \
   setsid bash -o pipefail -c 'bash "$1" 2>&1 | tee -a "$2"' peers "$PEERS" "$out" </dev/null &
 peers_pid=$!
@@ -219,7 +253,7 @@ if [ "$peers_rc" != 0 ]; then
   die 1 "peers.sh failed (exit $peers_rc); its output is in $out"
 fi
 
-# --- 5. verdict ----------------------------------------------------------------------------------
+# --- 6. verdict ----------------------------------------------------------------------------------
 {
   echo
   echo "Edge verdict (issues 5 and 12), wrk 1 thread × ${CONNS:-32} connections, ${DURATION:-8} s per figure, median of ${RUNS:-2} run(s), $(nproc) cores:"

@@ -11,8 +11,11 @@
                                        URLs (A B C A B C ...): median req/s of each, and the
                                        median per-round cost of the first against each other
   edge_report.py verdict FILE [--edge NAME] [--nometrics NAME] [--nolinkstats NAME]
+                              [--bare NAME] [--lookup NAME]
                                        the issue's verdict table, in markdown, from the table
-                                       peers.sh printed into FILE
+                                       peers.sh printed into FILE, and the ceiling table when
+                                       FILE has aiohttp alone and with the lookup (--bare,
+                                       --lookup: default aiohttp_bare, aiohttp_lookup)
 
 `verdict` takes other target names so the report can be checked on any peers.sh output,
 e.g. `--edge nginx-cache --nometrics nginx-disk` on a run without an edge target.
@@ -246,6 +249,61 @@ def verdict(
     return lines
 
 
+def ceiling(rows: dict[str, dict[str, float]], edge: str, bare: str, lookup: str) -> list[str]:
+    """The throughput targets beside aiohttp alone (`bare`) and aiohttp plus the edge's token
+    lookup (`lookup`): what no edge on aiohttp, or on aiohttp and redis-py, can exceed.
+
+    The issue's rule: where aiohttp itself is the ceiling below a target, say so with the
+    figures. A target above what aiohttp serves with nothing to do, or with nothing to do but
+    the one Redis lookup per request that fail-closed revocation needs, is out of reach here
+    for any handler they run; the edge's share of that floor is what the rest of its work costs.
+    """
+    if any(name not in rows for name in (edge, bare, lookup, "nginx-cache")):
+        return []
+    e, b, k, cache = rows[edge], rows[bare], rows[lookup], rows["nginx-cache"]
+    lines = [
+        "| figure | nginx-cache | target | aiohttp alone | aiohttp + lookup | edge "
+        "| aiohttp alone ÷ nginx-cache | aiohttp + lookup ÷ nginx-cache "
+        "| edge ÷ aiohttp + lookup |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    beyond_bare, beyond_lookup = [], []
+    for label, col, factor in (
+        ("10 KiB req/s", "small_rps", 0.5),
+        ("64 KiB range req/s", "range_rps", 0.5),
+        ("10 MiB MB/s", "large_MBps", 1.5),
+    ):
+        target = factor * cache[col]
+        lines.append(
+            f"| {label} | {_fmt(cache[col], '')} | {_fmt(target, '')} ({factor}x) "
+            f"| {_fmt(b[col], '')} | {_fmt(k[col], '')} | {_fmt(e[col], '')} "
+            f"| {_fmt(b[col] / cache[col], 'x', 2)} | {_fmt(k[col] / cache[col], 'x', 2)} "
+            f"| {_fmt(e[col] / k[col], 'x', 2)} |"
+        )
+        if target >= b[col]:
+            beyond_bare.append(label)
+        elif target >= k[col]:
+            beyond_lookup.append(label)
+    lines.append("")
+    if beyond_bare:
+        lines.append(
+            f"At or above what aiohttp alone serves: {', '.join(beyond_bare)} "
+            "(aiohttp itself is the ceiling below the target here)."
+        )
+    if beyond_lookup:
+        lines.append(
+            f"Above what aiohttp serves with only the token lookup to do: "
+            f"{', '.join(beyond_lookup)} (aiohttp and redis-py, one round trip per request, "
+            "are the ceiling below the target here)."
+        )
+    if not beyond_bare and not beyond_lookup:
+        lines.append(
+            "Every target is below what aiohttp serves with only the lookup to do: the rest "
+            "of the edge's work per request decides them."
+        )
+    return lines
+
+
 def wrk_rps(url: str, seconds: int, conns: int) -> float:
     out = subprocess.run(
         ["wrk", "-t1", f"-c{conns}", f"-d{seconds}s", url],
@@ -308,6 +366,8 @@ def main() -> None:
     p.add_argument("--edge", default="edge")
     p.add_argument("--nometrics", default="edge_nometrics")
     p.add_argument("--nolinkstats", default="edge_nolinkstats")
+    p.add_argument("--bare", default="aiohttp_bare", help="aiohttp alone: the ceiling")
+    p.add_argument("--lookup", default="aiohttp_lookup", help="aiohttp + the token lookup")
     a = ap.parse_args()
 
     if a.cmd == "files":
@@ -329,7 +389,14 @@ def main() -> None:
         print("\n".join(costs(a.rounds, a.seconds, a.conns, targets)))
     elif a.cmd == "verdict":
         text = a.file.read_text(errors="replace")
-        print("\n".join(verdict(parse_table(text), a.edge, a.nometrics, a.nolinkstats)))
+        rows = parse_table(text)
+        print("\n".join(verdict(rows, a.edge, a.nometrics, a.nolinkstats)))
+        if lines := ceiling(rows, a.edge, a.bare, a.lookup):
+            print(
+                f"\nThe ceilings, same run: aiohttp alone ({a.bare}) and aiohttp with the edge's "
+                f"token lookup ({a.lookup}), both bench/bare_aiohttp.py:\n"
+            )
+            print("\n".join(lines))
         # peers.sh reports failed requests on stderr ("edge: 12 non-2xx on range"): wrk counts
         # them as served, so any of them makes that figure meaningless.
         for line in text.splitlines():
