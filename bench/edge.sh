@@ -90,7 +90,7 @@ cleanup() {
   done
   for f in "${edge_pids[@]}"; do
     if alive "$f"; then
-      stop_group "$f" 10 "an extra edge or aiohttp_bare"
+      stop_group "$f" 10 "an extra edge or aiohttp peer"
       wait "$f" 2>/dev/null
     fi
   done
@@ -189,7 +189,7 @@ if [ -n "${BASELINE:-}" ]; then  # before/after in one run: the same edge, anoth
   targets_baseline="$(on_port "$small_url" "$base_port") $(on_port "$large_url" "$base_port")"
 fi
 
-# --- 4. the ceiling -----------------------------------------------------------------------------
+# --- 4. the ceilings ----------------------------------------------------------------------------
 # aiohttp alone (bench/bare_aiohttp.py, 2 workers), answering the same files from memory with the
 # edge's headers and nothing else; and the same plus the edge's token lookup per request
 # (TokenLookups on the stack's Redis): the floor of any edge on aiohttp and redis-py.
